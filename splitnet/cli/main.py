@@ -1,22 +1,57 @@
-"""Entry point of the ``splitnet`` command; subcommands are added by later modules."""
+"""The ``splitnet`` command: thin subcommands over the library.
+
+Each subcommand lives in its own module with ``add_parser(subparsers)``, which
+sets ``func`` to a function ``(args) -> int``. Bad input (a ``ValueError``,
+including every splitnet error, or an ``OSError``) prints one line on stderr
+and exits 2, with no traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
+# subcommand modules, in the order of ``splitnet --help``
+COMMANDS = ("models", "points")
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="splitnet", description=__doc__)
-    parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (``splitnet points: error: ...``), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="splitnet",
+        description="Split inference between an edge device and the cloud.",
+    )
+    from splitnet import __version__
+
+    parser.add_argument("--version", action="version", version=f"splitnet {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser
+    )
+    for name in COMMANDS:
+        importlib.import_module(f"splitnet.cli.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``splitnet`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"splitnet {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
