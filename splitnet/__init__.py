@@ -31,7 +31,18 @@ _LAZY = {
     "list_codecs": "splitnet.codec",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "CrossingTensor",
+    "SplitGraph",
+    "SplitPoint",
+    "__version__",
+    "create_model",
+    "get_codec",
+    "list_codecs",
+    "list_models",
+    "register_model",
+    "trace",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from splitnet.codec import get_codec, list_codecs

@@ -1,0 +1,46 @@
+"""Shared fixtures: seeded RNGs, restored after each test; GPU tests skip without CUDA."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+
+import numpy as np
+import pytest
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Seeds python, numpy and torch, and restores their RNG state afterwards."""
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    random.seed(0)
+    np.random.seed(0)
+    torch_state = None
+    if HAS_TORCH:
+        import torch
+
+        torch_state = torch.random.get_rng_state()
+        torch.manual_seed(0)
+    yield
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+    if torch_state is not None:
+        import torch
+
+        torch.random.set_rng_state(torch_state)
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda = False
+    if HAS_TORCH:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if not cuda:
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
