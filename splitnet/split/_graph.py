@@ -9,7 +9,9 @@ values produced at or before the point and consumed after it.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import logging
 import operator
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -130,6 +132,19 @@ def _check_input(model: nn.Module, inputs: tuple[torch.Tensor, ...], name: str) 
             ) from None
 
 
+@contextlib.contextmanager
+def _quiet_fake_tensor_logs():
+    """A model that cannot take an input makes torch log a traceback before raising;
+    the error we raise says it in one line."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def trace(
     model: nn.Module,
     example_input: torch.Tensor | tuple[torch.Tensor, ...],
@@ -164,9 +179,10 @@ def trace(
     was_training = model.training
     model.eval()
     try:
-        program = torch.export.export(model, inputs).run_decompositions({})
+        with _quiet_fake_tensor_logs():
+            program = torch.export.export(model, inputs).run_decompositions({})
     except Exception as e:
-        shape = "x".join(map(str, inputs[0].shape))
+        shape = "x".join(map(str, inputs[0].shape[1:] if inputs[0].dim() == 4 else inputs[0].shape))
         raise SplitError(f"cannot trace {name} with input {shape}: {_first_line(e)}") from None
     finally:
         model.train(was_training)
