@@ -84,6 +84,8 @@ class CodecStats:
         entropy_bits: order-0 entropy of the symbols (quantization symbols, or
             the 16/32-bit float codes), per element, from each tensor's own
             histogram, averaged over elements.
+        channel_entropy_bits: the same with one histogram per channel (axis 1
+            of tensors of rank >= 2): what order-0 models per channel can reach.
         max_abs_error: largest ``|decoded - input|``.
         mean_abs_error: mean ``|decoded - input|``.
         compression_ratio: float32 size of the input over ``payload_bytes``.
@@ -95,6 +97,7 @@ class CodecStats:
     bits_per_element: float
     stream_bits_per_element: float
     entropy_bits: float
+    channel_entropy_bits: float
     max_abs_error: float
     mean_abs_error: float
     compression_ratio: float
@@ -255,7 +258,12 @@ class Codec:
         enc = self._encode(arrays, keep_symbols=True)
         decoded = decode(enc.payload)
         n = sum(a.size for a in arrays)
-        ent = sum(_entropy(s, self.bits) * s.size for s in enc.symbols)
+        ent = sum(_entropy(s.reshape(1, -1)) * s.size for s in enc.symbols)
+        ent_c = sum(
+            _entropy(s.reshape(group_shape(a.shape, True)[:2] + (-1,))) * s.size
+            for s, a in zip(enc.symbols, arrays, strict=True)
+            if s.size
+        )
         err_max, err_sum = 0.0, 0.0
         for a, d in zip(arrays, decoded, strict=True):
             if a.size:
@@ -270,6 +278,7 @@ class Codec:
             bits_per_element=8 * size / max(n, 1),
             stream_bits_per_element=8 * enc.stream_bytes / max(n, 1),
             entropy_bits=ent / max(n, 1),
+            channel_entropy_bits=ent_c / max(n, 1),
             max_abs_error=err_max,
             mean_abs_error=err_sum / max(n, 1),
             compression_ratio=4 * n / size,
@@ -472,13 +481,22 @@ def _stream_size(th: TensorHeader, kind: int, bits: int) -> int:
     return th.size * 2
 
 
-def _entropy(symbols: np.ndarray, bits: int) -> float:
-    """Order-0 entropy in bits per symbol of a flat symbol array."""
+def _entropy(symbols: np.ndarray) -> float:
+    """Order-0 entropy in bits per symbol, one histogram per row of ``(N, C, S)``
+    or ``(1, n)`` symbols (float codes are viewed as unsigned integers)."""
     if symbols.size == 0:
         return 0.0
+    s3 = symbols.view(f"u{symbols.dtype.itemsize}").reshape(symbols.shape[0], -1, symbols.shape[-1])
+    rows = np.moveaxis(s3, 1, 0).reshape(s3.shape[1], -1)
+    total = 0.0
     if symbols.dtype.itemsize <= 2:
-        counts = np.bincount(symbols.view(f"u{symbols.dtype.itemsize}").reshape(-1))
+        levels = int(rows.max()) + 1
+        offset = (np.arange(rows.shape[0], dtype=np.int64) * levels)[:, None]
+        counts = np.bincount((rows + offset).reshape(-1)).reshape(-1)
+        groups = [counts]
     else:
-        _, counts = np.unique(symbols.view(np.uint32), return_counts=True)
-    p = counts[counts > 0] / symbols.size
-    return float(-(p * np.log2(p)).sum())
+        groups = [np.unique(row, return_counts=True)[1] for row in rows]
+    for counts in groups:
+        c = counts[counts > 0].astype(np.float64)
+        total -= float((c * np.log2(c / rows.shape[1])).sum())
+    return total / symbols.size

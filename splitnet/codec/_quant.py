@@ -122,9 +122,10 @@ def quantize(x3: np.ndarray, lo: np.ndarray, step: np.ndarray, bits: int) -> np.
 def dequantize(sym3: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
     """float32 ``lo + sym * step`` over an ``(N, G, S)`` symbol array."""
     out = sym3.astype(np.float32)
-    out *= step.reshape(1, -1, 1)
-    if lo.any():
-        out += lo.reshape(1, -1, 1)
+    with np.errstate(over="ignore"):  # only a hostile header reaches float32's limit
+        out *= step.reshape(1, -1, 1)
+        if lo.any():
+            out += lo.reshape(1, -1, 1)
     return out
 
 
@@ -165,22 +166,31 @@ def _mse_search(
     """Per-group clip range minimising the quantization MSE of the sample ``v``.
 
     Candidates shrink ``[mn, mx]`` towards an anchor (0 when the range holds it,
-    else the nearer end) by the fractions in ``MSE_CANDIDATES``; the loop runs
-    over candidates, each vectorised over all groups and samples.
+    else the nearer end) by the fractions in ``MSE_CANDIDATES``, then by a finer
+    grid around each group's best; the loops run over candidates, each
+    vectorised over all groups and samples.
     """
-    anchor = np.clip(0.0, mn, mx)[:, None]
+    anchor = np.clip(0.0, mn, mx)
     levels = (1 << bits) - 1
     best = np.full(v.shape[0], np.inf)
-    lo_best, hi_best = mn.copy(), mx.copy()
-    for frac in MSE_CANDIDATES:
-        lo = anchor[:, 0] + frac * (mn - anchor[:, 0])
-        hi = anchor[:, 0] + frac * (mx - anchor[:, 0])
+    frac_best = np.ones(v.shape[0])
+
+    def try_fracs(frac: np.ndarray) -> None:
+        nonlocal best, frac_best
+        lo = anchor + frac * (mn - anchor)
+        hi = anchor + frac * (mx - anchor)
         step = (hi - lo) / levels
         safe = np.where(step > 0, step, 1.0)[:, None]
         q = np.clip(np.floor((v - lo[:, None]) / safe + 0.5), 0, levels)
         err = np.mean((lo[:, None] + q * safe - v) ** 2, axis=1)
         better = err < best
         best = np.where(better, err, best)
-        lo_best = np.where(better, lo, lo_best)
-        hi_best = np.where(better, hi, hi_best)
-    return lo_best, hi_best
+        frac_best = np.where(better, frac, frac_best)
+
+    for frac in MSE_CANDIDATES:
+        try_fracs(np.full(v.shape[0], frac))
+    spacing = MSE_CANDIDATES[0] / MSE_CANDIDATES[1]
+    coarse = frac_best.copy()
+    for r in np.geomspace(1 / spacing, spacing, 17):
+        try_fracs(np.minimum(coarse * r, 1.0))
+    return anchor + frac_best * (mn - anchor), anchor + frac_best * (mx - anchor)
