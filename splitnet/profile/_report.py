@@ -234,7 +234,7 @@ class ProfileReport:
                     f"{r.elements:,}",
                     f"{r.device_macs / 1e9:.3f}",
                     f"{r.server_macs / 1e9:.3f}",
-                    f"{r.device_params / 1e6:.2f}M",
+                    _count(r.device_params),
                     human_bytes(r.peak_activation_bytes),
                     *(human_bytes(r.bytes[b]) for b in self.bits),
                     *(f"{r.mbps[b][f]:.1f}" for b in self.bits for f in self.fps),
@@ -269,6 +269,10 @@ class ProfileReport:
             )
         lines.extend(self.notes)
         return "\n".join(lines)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
 
 
 def human_bytes(n: float) -> str:
