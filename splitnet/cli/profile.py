@@ -1,0 +1,109 @@
+"""``splitnet profile MODEL --input 3xHxW``: compute, memory and bandwidth of every split point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from splitnet.cli import _args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="FLOPs, memory and bitrate of each split point, vs. sending the image",
+        description=__doc__,
+    )
+    p.add_argument("model", help="a registered model name (splitnet models)")
+    p.add_argument(
+        "--input",
+        required=True,
+        type=_args.input_shape,
+        metavar="CxHxW",
+        help="input shape, e.g. 3x256x1600",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--kind", type=_args.name_list, help="only points of these kinds, e.g. pool or conv,add"
+    )
+    which.add_argument(
+        "--points",
+        metavar="LIST",
+        help="point names, indices and inclusive index ranges, e.g. 3,10-20,encoder.block3.pool",
+    )
+    which.add_argument("--all", action="store_true", help="every split point (the default)")
+    p.add_argument(
+        "--bits",
+        type=_args.int_list,
+        default=[32, 16, 8, 4],
+        metavar="LIST",
+        help="bit widths per crossing element, each in 1..32 (default: 32,16,8,4)",
+    )
+    p.add_argument(
+        "--fps",
+        type=_args.float_list,
+        default=[10.0, 12.0],
+        metavar="LIST",
+        help="frame rates for the bitrates (default: 10,12)",
+    )
+    p.add_argument(
+        "--measure-fps",
+        action="store_true",
+        help="measure the head's FPS with OpenVINO and the tail's latency (needs the export module)",
+    )
+    p.add_argument(
+        "--image",
+        metavar="FILE",
+        help="real image for the PNG baseline (default: a synthetic steel-like frame)",
+    )
+    p.add_argument("--json", metavar="FILE", help="write JSON to FILE; '-' prints only JSON")
+    p.add_argument("--csv", metavar="FILE", help="write one CSV row per point to FILE")
+    p.add_argument("--plot", metavar="FILE.png", help="write the figure (three panels) to FILE.png")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from splitnet.profile import check_bits, check_fps, plot_report, profile_model
+
+    # validate everything cheap before building the model
+    bits = check_bits(args.bits)
+    fps = check_fps(args.fps)
+    if args.measure_fps:
+        raise ValueError(
+            "--measure-fps needs the export module (splitnet bench-head), "
+            "which this installation does not have yet"
+        )
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise ValueError(f"--plot writes a PNG file; give a name ending in .png, got {args.plot!r}")
+    json_only = args.json == "-"
+    report = profile_model(
+        args.model,
+        input_shape=args.input,
+        kind=args.kind,
+        points=args.points,
+        bits=bits,
+        fps=fps,
+        image=args.image,
+        num_classes=args.num_classes,
+        progress=not json_only,
+    )
+    if args.json and not json_only:
+        _write(args.json, report.to_json() + "\n")
+    if args.csv:
+        _write(args.csv, report.to_csv())
+    if args.plot:
+        plot_report(report, args.plot)
+    if json_only:
+        print(report.to_json())
+    else:
+        print(report.format_table())
+        for label, path in (("JSON", args.json), ("CSV", args.csv), ("plot", args.plot)):
+            if path:
+                print(f"{label}: {path}", file=sys.stderr)
+    return 0
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
