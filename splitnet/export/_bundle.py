@@ -152,15 +152,46 @@ def _run_ir(xml: Path, frames: list[np.ndarray]) -> list[list[np.ndarray]]:
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(
-        core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-    )
+    compiled = core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     req = compiled.create_infer_request()
     out = []
     for f in frames:
         res = req.infer({0: f[None]})
         out.append([np.array(res[o]) for o in compiled.outputs])
     return out
+
+
+_RESHAPES = ("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default")
+
+
+def _free_batch_in_reshapes(tail: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A copy of ``tail`` whose reshapes say ``-1`` where the traced graph wrote batch 1.
+
+    The captured graph has static shapes, so ``x.flatten(1)`` became
+    ``view(x, [1, 512])``; with ``[-1, 512]`` the same program takes any batch.
+    Only reshapes that keep dimension 0 the batch (input and output both start
+    with the batch of 1, no other ``-1``) are changed.
+    """
+    import copy
+
+    gm = copy.deepcopy(tail)
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or str(n.target) not in _RESHAPES or len(n.args) < 2:
+            continue
+        src, size = n.args[0], n.args[1]
+        val = getattr(src, "meta", {}).get("val")
+        if (
+            isinstance(size, (list, tuple))
+            and size
+            and size[0] == 1
+            and -1 not in size
+            and isinstance(val, torch.Tensor)
+            and val.dim() >= 1
+            and val.shape[0] == 1
+        ):
+            n.args = (src, [-1, *size[1:]], *n.args[2:])
+    gm.recompile()
+    return gm
 
 
 def _export_tail(tail: nn.Module, crossing: tuple[TensorSpec, ...], path: Path) -> dict[str, Any]:
@@ -174,7 +205,9 @@ def _export_tail(tail: nn.Module, crossing: tuple[TensorSpec, ...], path: Path) 
         warnings.simplefilter("ignore")
         try:
             program = torch.export.export(
-                tail, example, dynamic_shapes=tuple({0: batch} for _ in crossing)
+                _free_batch_in_reshapes(tail),
+                example,
+                dynamic_shapes=tuple({0: batch} for _ in crossing),
             )
             info.update(batch="dynamic", max_batch=MAX_BATCH)
         except Exception:  # some graphs pin the batch; a static program still serves
@@ -192,7 +225,9 @@ def _codec_section(name: str, options: Mapping[str, Any], calibration_batches) -
     calibrated_on = 0
     if calibration_batches:
         if codec.kind != KIND_QUANT:
-            raise ExportError(f"codec {name!r} does not quantize; --calibrate needs a q<bits> codec")
+            raise ExportError(
+                f"codec {name!r} does not quantize; --calibrate needs a q<bits> codec"
+            )
         codec = codec.calibrate(calibration_batches)
         calibrated_on = len(calibration_batches)
     config = codec.config()
@@ -276,6 +311,7 @@ def export_bundle(
     if calibrate < 0 or parity_frames < 1:
         raise ExportError("calibrate must be >= 0 and parity_frames >= 1")
     tgt = get_target(target)
+    _codec_section(codec, codec_options or {}, None)  # an unknown codec or option fails now
 
     steps = ["trace", "convert head", "parity", "export tail", "codec", "manifest"]
     bar = _progress(len(steps), progress)
@@ -357,7 +393,10 @@ def export_bundle(
 
             bar.set_description("manifest")
             opsets = sorted(
-                {f"{op.get_type_name()}-{op.get_type_info().version_id}" for op in ov_model.get_ordered_ops()}
+                {
+                    f"{op.get_type_name()}-{op.get_type_info().version_id}"
+                    for op in ov_model.get_ordered_ops()
+                }
             )
             files = {f: file_sha256(staging / f) for f in (HEAD_XML, HEAD_BIN, TAIL_FILE)}
             manifest = Manifest(
@@ -435,7 +474,9 @@ def load_tail(bundle_dir: str | os.PathLike, *, verify: bool = True) -> nn.Modul
     try:
         return torch.export.load(path).module()
     except Exception as e:
-        raise BundleError(f"cannot load the tail program {path}: {str(e).splitlines()[0]}") from None
+        raise BundleError(
+            f"cannot load the tail program {path}: {str(e).splitlines()[0]}"
+        ) from None
 
 
 class _NoBar:
