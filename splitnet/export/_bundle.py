@@ -214,6 +214,8 @@ def _export_tail(tail: nn.Module, crossing: tuple[TensorSpec, ...], path: Path) 
             example = tuple(torch.randn(*t.shape) for t in crossing)
             program = torch.export.export(tail, example)
             info.update(batch="static", max_batch=int(crossing[0].shape[0]))
+        # the example inputs would be saved too (hundreds of MB at full resolution)
+        program.example_inputs = None
         torch.export.save(program, path)
     return info
 
