@@ -29,14 +29,18 @@ _LAZY = {
     "CrossingTensor": "splitnet.split",
     "get_codec": "splitnet.codec",
     "list_codecs": "splitnet.codec",
+    "export_bundle": "splitnet.export",
+    "HeadRunner": "splitnet.device",
 }
 
 __all__ = [
     "CrossingTensor",
+    "HeadRunner",
     "SplitGraph",
     "SplitPoint",
     "__version__",
     "create_model",
+    "export_bundle",
     "get_codec",
     "list_codecs",
     "list_models",
@@ -46,6 +50,8 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from splitnet.codec import get_codec, list_codecs
+    from splitnet.device import HeadRunner
+    from splitnet.export import export_bundle
     from splitnet.models import create_model, list_models, register_model
     from splitnet.split import CrossingTensor, SplitGraph, SplitPoint, trace
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 # subcommand modules, in the order of ``splitnet --help``
-COMMANDS = ("models", "points", "profile", "demo")
+COMMANDS = ("models", "points", "profile", "export", "bench-head", "demo")
 
 
 class ArgumentParser(argparse.ArgumentParser):
