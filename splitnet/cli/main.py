@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 # subcommand modules, in the order of ``splitnet --help``
-COMMANDS = ("models", "points")
+COMMANDS = ("models", "points", "train", "evaluate", "rate-accuracy")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -97,7 +97,7 @@ class ImageFolderDataset(Dataset):
         path, label = self.samples[index]
         try:
             with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB" if self.channels == 3 else "L"))
+                image = np.array(im.convert("RGB" if self.channels == 3 else "L"))
         except OSError as e:
             raise DataError(f"cannot read image {path}: {e}") from None
         return image, label

@@ -212,7 +212,7 @@ class SeverstalDataset(Dataset):
         path = self.image_dir / image_id
         try:
             with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB" if self.channels == 3 else "L"))
+                image = np.array(im.convert("RGB" if self.channels == 3 else "L"))
         except OSError as e:
             raise DataError(f"cannot read image {path}: {e}") from None
         h, w = image.shape[:2]

@@ -38,6 +38,8 @@ class TrainConfig:
         threshold: sigmoid threshold of predicted masks for validation Dice.
         resume: continue from the last-epoch state next to ``out``.
         progress: show tqdm progress bars on stderr.
+        max_seconds: a wall-time budget: no epoch starts that, at the pace of
+            the epochs so far, would end after it (``None``: no budget).
     """
 
     model: str
@@ -52,6 +54,7 @@ class TrainConfig:
     threshold: float = 0.5
     resume: bool = False
     progress: bool = True
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,18 @@ def train(config: TrainConfig) -> TrainResult:
     }
     meta["config"]["input_shape"] = list(input_shape)
 
+    t_loop = time.perf_counter()
     for epoch in range(start + 1, config.epochs + 1):
+        done = epoch - 1 - start
+        if config.max_seconds is not None and done:
+            pace = (time.perf_counter() - t_loop) / done
+            if time.perf_counter() - t0 + pace > config.max_seconds:
+                tqdm.write(
+                    f"stopping after epoch {epoch - 1}: epoch {epoch} would pass the "
+                    f"{config.max_seconds:.0f} s budget",
+                    file=sys.stderr,
+                )
+                break
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         loader = DataLoader(train_ds, batch_size=config.batch, shuffle=True, generator=generator)
         model.train()

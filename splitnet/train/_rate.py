@@ -424,8 +424,16 @@ def plot_rate_accuracy(doc: dict, path, *, title: str | None = None) -> None:
     plt.close(fig)
 
 
-def write_outputs(doc: dict, out_dir, *, stem: str = "") -> dict[str, str]:
-    """Writes ``results.json``, ``table.md`` and ``rate_accuracy.png`` into ``out_dir``."""
+def write_outputs(
+    doc: dict,
+    out_dir,
+    *,
+    stem: str = "",
+    max_drop_points: float = 0.5,
+    max_bits: float = 2.0,
+) -> dict[str, str]:
+    """Writes ``results.json`` (with the target check), ``table.md`` and
+    ``rate_accuracy.png`` into ``out_dir``, each name prefixed by ``stem``."""
     import json
     from pathlib import Path
 
@@ -436,7 +444,12 @@ def write_outputs(doc: dict, out_dir, *, stem: str = "") -> dict[str, str]:
         "table": out / f"{stem}table.md",
         "plot": out / f"{stem}rate_accuracy.png",
     }
+    target = check_target(doc, max_drop_points=max_drop_points, max_bits=max_bits)
+    doc = {
+        **doc,
+        "target": {"max_drop_points": max_drop_points, "max_bits": max_bits, "points": target},
+    }
     paths["json"].write_text(json.dumps(doc, indent=2) + "\n")
-    paths["table"].write_text(format_table(doc))
+    paths["table"].write_text(format_table(doc, max_drop_points=max_drop_points, max_bits=max_bits))
     plot_rate_accuracy(doc, paths["plot"])
     return {k: str(v) for k, v in paths.items()}
