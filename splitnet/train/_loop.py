@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -81,6 +82,14 @@ class BCEDiceLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.bce(logits, target) + self.dice(logits, target)
+
+
+def _save(obj: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file renamed into place: a reader (or a resumed
+    run after a kill) never sees a half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def make_loss(task: str) -> nn.Module:
@@ -222,8 +231,8 @@ def train(config: TrainConfig) -> TrainResult:
         record = {**meta, "epoch": epoch, "best_metric": best, "best_epoch": best_epoch}
         record["history"] = history
         if improved:
-            torch.save({**record, "state_dict": model.state_dict(), "scores": scores}, out)
-        torch.save(
+            _save({**record, "state_dict": model.state_dict(), "scores": scores}, out)
+        _save(
             {**record, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()},
             last_path(out),
         )
