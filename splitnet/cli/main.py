@@ -14,7 +14,19 @@ import sys
 from collections.abc import Sequence
 
 # subcommand modules, in the order of ``splitnet --help``
-COMMANDS = ("models", "points", "profile", "export", "bench-head", "demo")
+COMMANDS = (
+    "models",
+    "points",
+    "profile",
+    "export",
+    "bench-head",
+    "serve",
+    "device",
+    "demo",
+    "train",
+    "evaluate",
+    "rate-accuracy",
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):
