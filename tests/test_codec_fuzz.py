@@ -1,0 +1,124 @@
+"""Fuzzing decode: random and mutated payloads raise CodecError or decode, nothing else.
+
+Mutated payloads are tried twice: as they are (the checksum catches them) and
+resealed with a valid checksum, so that the parser behind it is exercised.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from splitnet.codec import CodecError, decode, get_codec
+
+LIMIT = 1 << 22  # elements: keeps a hostile-but-valid payload's decode cheap in tests
+
+
+def seeds() -> list[bytes]:
+    rng = np.random.default_rng(7)
+    x = np.maximum(rng.standard_normal((1, 4, 6, 5), dtype=np.float32), 0)
+    y = rng.standard_normal((3, 2), dtype=np.float32)
+    out = []
+    for name, stage, extra in [
+        ("f32", "none", {}),
+        ("f16", "zstd", {}),
+        ("bf16", "none", {}),
+        ("q4", "none", {}),
+        ("q3", "zstd", {"granularity": "tensor"}),
+        ("q4", "ans", {}),
+        ("q8", "ans", {"ans_model": "channel"}),
+        ("q12", "ans", {}),
+        ("q11", "none", {}),
+    ]:
+        out.append(get_codec(name, entropy=stage, **extra).encode([x, y]))
+    return out
+
+
+SEEDS = seeds()
+
+
+def reseal(payload: bytes) -> bytes:
+    body = payload[:-4]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def mutate(rng: np.random.Generator, payload: bytes) -> bytes:
+    b = bytearray(payload)
+    op = rng.integers(6)
+    if op == 0 and b:  # flip bits
+        for _ in range(rng.integers(1, 4)):
+            i = rng.integers(len(b))
+            b[i] ^= 1 << rng.integers(8)
+    elif op == 1 and b:  # random bytes at a random place
+        i = rng.integers(len(b))
+        n = rng.integers(1, 9)
+        b[i : i + n] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    elif op == 2:  # truncate
+        del b[rng.integers(len(b) + 1) :]
+    elif op == 3:  # insert
+        i = rng.integers(len(b) + 1)
+        b[i:i] = rng.integers(0, 256, rng.integers(1, 16), dtype=np.uint8).tobytes()
+    elif op == 4 and len(b) > 16:  # large values in the header (sizes, counts)
+        i = rng.integers(4, min(len(b), 64))
+        b[i : i + 4] = struct.pack("<I", int(rng.choice([0, 1, 255, 65535, 2**31, 2**32 - 1])))
+    else:  # delete a range
+        i = rng.integers(len(b) + 1)
+        del b[i : i + rng.integers(1, 16)]
+    return bytes(b)
+
+
+def check(payload: bytes) -> None:
+    t0 = time.perf_counter()
+    try:
+        out = decode(payload, max_elements=LIMIT)
+    except CodecError as e:
+        assert str(e)
+    else:
+        assert isinstance(out, list) and all(isinstance(a, np.ndarray) for a in out)
+    assert time.perf_counter() - t0 < 5.0
+
+
+def run_fuzz(cases: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for i in range(cases):
+        if i % 10 == 0:
+            check(rng.integers(0, 256, rng.integers(0, 200), dtype=np.uint8).tobytes())
+            check(
+                b"SNTC\x01" + rng.integers(0, 256, rng.integers(0, 100), dtype=np.uint8).tobytes()
+            )
+            continue
+        payload = SEEDS[rng.integers(len(SEEDS))]
+        for _ in range(rng.integers(1, 4)):
+            payload = mutate(rng, payload)
+        check(payload)
+        if len(payload) >= 4:
+            check(reseal(payload))
+
+
+def test_seeds_decode():
+    for payload in SEEDS:
+        assert len(decode(payload)) == 2
+
+
+def test_fuzz_decode():
+    run_fuzz(400, seed=0)
+
+
+@pytest.mark.slow
+def test_fuzz_decode_long():
+    run_fuzz(10_000, seed=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_decode_hypothesis(data):
+    check(data)
+    check(b"SNTC\x01" + data)
+    if len(data) >= 4:
+        check(reseal(b"SNTC\x01" + data))
