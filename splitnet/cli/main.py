@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 # subcommand modules, in the order of ``splitnet --help``
-COMMANDS = ("models", "points", "demo")
+COMMANDS = ("models", "points", "export", "bench-head", "serve", "device", "demo")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,0 +1,303 @@
+"""Split bundles: the files a device and a server deploy, described by ``manifest.json``.
+
+A bundle is a folder written by ``splitnet export``::
+
+    head.xml, head.bin   OpenVINO IR of the head (the device runs it)
+    tail.pt2             torch.export program of the tail (the server runs it)
+    manifest.json        what the files are, how to feed them, and their sha256
+
+This module reads and checks a manifest. It imports only the standard library,
+so the device (no torch) and the server (no OpenVINO) both use it; the writer
+lives in :mod:`splitnet.export`.
+
+Example:
+    >>> m = read_manifest("bundles/unet-vgg16.encoder.block3.pool")
+    >>> m.name, [t.name for t in m.crossing]
+    ('unet-vgg16.encoder.block3.pool', ['encoder.block1.relu2', ...])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "BundleError",
+    "InputSpec",
+    "Manifest",
+    "OutputSpec",
+    "TensorSpec",
+    "file_sha256",
+    "read_manifest",
+    "verify_files",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: missing or corrupt files, a bad manifest."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the head takes and how a raw frame becomes the model's input.
+
+    Attributes:
+        shape: the model input ``[C, H, W]`` (batch 1).
+        frame_shape: the raw frame the device feeds ``[H, W, C]``.
+        layout: layout of the raw frame (``"NHWC"``).
+        model_layout: layout of the model input (``"NCHW"``).
+        color: channel order of the raw frame (``"RGB"``).
+        dtype: dtype of the raw frame (``"uint8"``).
+        scale: the frame is divided by this first (255: to [0, 1]).
+        mean, std: then per channel ``(x - mean) / std``.
+        resize: ``"none"``: the frame must already be ``H x W``.
+        embedded: the steps above are inside the IR (OpenVINO preprocessing),
+            so the device feeds the raw frame as is.
+    """
+
+    shape: tuple[int, ...]
+    frame_shape: tuple[int, ...]
+    layout: str = "NHWC"
+    model_layout: str = "NCHW"
+    color: str = "RGB"
+    dtype: str = "uint8"
+    scale: float = 255.0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    resize: str = "none"
+    embedded: bool = True
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One crossing tensor: its name (the split point that produced it), shape, dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What the tail returns: ``kind`` ``"mask"`` (N x classes x H x W logits) or ``"classes"``."""
+
+    kind: str
+    multilabel: bool
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The contents of ``manifest.json``.
+
+    Attributes:
+        format_version: :data:`FORMAT_VERSION` of the writer.
+        name: the name a server registers (``<model>.<split point>`` by default).
+        model: the registered model name; ``model_args`` the builder's extra keywords.
+        task, num_classes: from the model's ``ModelInfo``.
+        split: ``{"index", "name", "kind", "op"}`` of the split point.
+        input: how to feed the head (:class:`InputSpec`).
+        crossing: the tensors the head returns, in order.
+        output: what the tail returns.
+        codec: ``{"name", "options", "calibration"}`` for the crossing tensors.
+        head: ``{"xml", "bin", "target", "precision", "ir_version", "opsets", ...}``.
+        tail: ``{"file", "format", "batch": "dynamic" | "static", "max_batch"}``.
+        parity: the export-time comparison of OpenVINO and torch.
+        versions: library versions that wrote the bundle.
+        files: relative path -> sha256 of every file but the manifest.
+    """
+
+    format_version: int
+    name: str
+    model: str
+    model_args: dict[str, Any]
+    task: str
+    num_classes: int
+    split: dict[str, Any]
+    input: InputSpec
+    crossing: tuple[TensorSpec, ...]
+    output: OutputSpec
+    codec: dict[str, Any]
+    head: dict[str, Any]
+    tail: dict[str, Any]
+    parity: dict[str, Any]
+    versions: dict[str, str]
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def to_json(self) -> str:
+        """Indented JSON with lists of numbers or strings kept on one line."""
+        return _dumps(self.to_dict()) + "\n"
+
+    def make_codec(self):
+        """The bundle's codec for the crossing tensors, calibration included (torch-free)."""
+        from splitnet.codec import get_codec
+
+        options = dict(self.codec.get("options") or {})
+        if self.codec.get("calibration") is not None:
+            options["calibration"] = self.codec["calibration"]
+        return get_codec(self.codec["name"], **options)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Manifest:
+        """Parses and checks a manifest document; raises :class:`BundleError`."""
+        if not isinstance(doc, dict):
+            raise BundleError("manifest must be a JSON object")
+        version = doc.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"manifest format_version {version!r} is not supported (this splitnet reads "
+                f"{FORMAT_VERSION}); re-export the bundle"
+            )
+        try:
+            inp = doc["input"]
+            spec = InputSpec(
+                **{
+                    **inp,
+                    "shape": _ints(inp["shape"], "input.shape"),
+                    "frame_shape": _ints(inp["frame_shape"], "input.frame_shape"),
+                    "mean": tuple(float(v) for v in inp.get("mean", ())),
+                    "std": tuple(float(v) for v in inp.get("std", ())),
+                }
+            )
+            crossing = tuple(
+                TensorSpec(str(t["name"]), _ints(t["shape"], "crossing.shape"), str(t["dtype"]))
+                for t in doc["crossing"]
+            )
+            out = doc["output"]
+            output = OutputSpec(
+                str(out["kind"]), bool(out["multilabel"]), tuple(map(str, out["class_names"]))
+            )
+            files = doc["files"]
+            if not isinstance(files, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+            ):
+                raise BundleError("manifest 'files' must map paths to sha256 strings")
+            m = cls(
+                format_version=int(version),
+                name=str(doc["name"]),
+                model=str(doc["model"]),
+                model_args=dict(doc.get("model_args") or {}),
+                task=str(doc["task"]),
+                num_classes=int(doc["num_classes"]),
+                split=dict(doc["split"]),
+                input=spec,
+                crossing=crossing,
+                output=output,
+                codec=dict(doc["codec"]),
+                head=dict(doc["head"]),
+                tail=dict(doc["tail"]),
+                parity=dict(doc.get("parity") or {}),
+                versions=dict(doc.get("versions") or {}),
+                files=dict(files),
+            )
+        except KeyError as e:
+            raise BundleError(f"manifest is missing the field {e.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            if isinstance(e, BundleError):
+                raise
+            raise BundleError(f"manifest is malformed: {e}") from None
+        if not crossing:
+            raise BundleError("manifest lists no crossing tensors")
+        if output.kind not in ("mask", "classes"):
+            raise BundleError(f"manifest output.kind must be 'mask' or 'classes', got {output.kind!r}")
+        for key in ("xml", "bin"):
+            if key not in m.head:
+                raise BundleError(f"manifest head is missing {key!r}")
+        if "file" not in m.tail:
+            raise BundleError("manifest tail is missing 'file'")
+        for path in m.files:
+            if Path(path).is_absolute() or ".." in Path(path).parts:
+                raise BundleError(f"manifest file path {path!r} leaves the bundle")
+        return m
+
+
+def _dumps(value: Any, indent: int = 0) -> str:
+    pad = "  " * (indent + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{pad}{json.dumps(k)}: {_dumps(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        items = [f"{pad}{_dumps(v, indent + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
+    return json.dumps(value)
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
+    ):
+        raise BundleError(f"manifest {what} must be a list of positive integers, got {value!r}")
+    return tuple(value)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_files(bundle_dir: str | os.PathLike, manifest: Manifest, *, only=None) -> None:
+    """Checks that every file of the manifest (or those in ``only``) exists with its sha256.
+
+    Raises:
+        BundleError: a missing file or a checksum mismatch, named.
+    """
+    root = Path(bundle_dir)
+    for rel, digest in manifest.files.items():
+        if only is not None and rel not in only:
+            continue
+        path = root / rel
+        if not path.is_file():
+            raise BundleError(f"bundle {root} is missing {rel}")
+        actual = file_sha256(path)
+        if actual != digest:
+            raise BundleError(
+                f"checksum mismatch for {rel} in {root}: manifest says {digest[:12]}..., "
+                f"file is {actual[:12]}... (corrupt or modified)"
+            )
+
+
+def read_manifest(bundle_dir: str | os.PathLike, *, verify: bool = True, only=None) -> Manifest:
+    """Reads ``bundle_dir/manifest.json`` and (by default) checks the files' sha256.
+
+    Args:
+        bundle_dir: the bundle folder.
+        verify: check the checksums of the files (``only``: just these relative paths).
+
+    Raises:
+        BundleError: no such folder or manifest, malformed JSON or fields,
+            a missing file or a checksum mismatch.
+    """
+    root = Path(bundle_dir)
+    if not root.is_dir():
+        raise BundleError(f"bundle folder not found: {root}")
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        raise BundleError(f"{root} is not a bundle: {MANIFEST_FILE} is missing")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path} is not valid JSON: {e}") from None
+    manifest = Manifest.from_dict(doc)
+    for key in ("xml", "bin"):
+        if manifest.head[key] not in manifest.files:
+            raise BundleError(f"manifest lists no checksum for the head file {manifest.head[key]}")
+    if verify:
+        verify_files(root, manifest, only=only)
+    return manifest

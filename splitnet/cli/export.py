@@ -1,0 +1,106 @@
+"""``splitnet export MODEL --input 3xHxW --split POINT --out DIR``: a deployable split bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from splitnet.cli import _args
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    """``"width=0.25"`` -> ``("width", 0.25)``; values are parsed as JSON when they can be."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed: object = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a split as a bundle: head OpenVINO IR, tail program, manifest",
+        description=__doc__,
+    )
+    p.add_argument("model", help="a registered model name (splitnet models)")
+    p.add_argument("--input", required=True, type=_args.input_shape, metavar="3xHxW")
+    p.add_argument("--split", required=True, help="split point name or index (splitnet points)")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--weights", help="local state-dict file (default: random weights)")
+    p.add_argument("--target", default="cpu", help="export target: cpu or myriad (default cpu)")
+    p.add_argument("--codec", default="f16", help="codec of the crossing tensors (default f16)")
+    p.add_argument(
+        "--codec-opt",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="codec option, repeatable (e.g. entropy=ans)",
+    )
+    p.add_argument(
+        "--calibrate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fix the codec's ranges on N synthetic frames (quantizing codecs)",
+    )
+    p.add_argument("--name", help="name a server registers (default MODEL.POINT)")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra model builder argument, repeatable (e.g. width=0.25)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.02,
+        help="largest OpenVINO vs torch error, relative to each tensor's range (default 0.02)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    p.add_argument("--json", action="store_true", help="print the manifest")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from splitnet.export import export_bundle
+
+    if args.calibrate < 0:
+        raise ValueError(f"--calibrate must be >= 0, got {args.calibrate}")
+    result = export_bundle(
+        args.model,
+        input_shape=args.input,
+        split=int(args.split) if args.split.lstrip("-").isdigit() else args.split,
+        out_dir=args.out,
+        weights=args.weights,
+        target=args.target,
+        codec=args.codec,
+        codec_options=dict(args.codec_opt),
+        calibrate=args.calibrate,
+        name=args.name,
+        num_classes=args.num_classes,
+        model_args=dict(args.model_arg),
+        tolerance=args.tolerance,
+        overwrite=args.overwrite,
+        progress=True,
+    )
+    m = result.manifest
+    if args.json:
+        print(m.to_json(), end="")
+        return 0
+    print(f"wrote {result.bundle_dir} ({m.name}) in {result.seconds:.1f} s")
+    print(f"  split      {m.split['name']} (index {m.split['index']}), target {m.head['target']}")
+    for rel in sorted(m.files):
+        size = (result.bundle_dir / rel).stat().st_size
+        print(f"  {rel:10s} {size / 2**20:8.2f} MiB  sha256 {m.files[rel][:16]}")
+    print(f"  crossing   {', '.join(t.name + ' ' + 'x'.join(map(str, t.shape)) for t in m.crossing)}")
+    print(f"  {result.parity}")
+    print(f"  tail batch {m.tail['batch']}; codec {m.codec['name']}")
+    return 0

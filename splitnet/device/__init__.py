@@ -1,0 +1,32 @@
+"""The device side: run a bundle's head with OpenVINO, without torch.
+
+Imports numpy and openvino (and the standard library) only, so it runs on a
+host that has no torch.
+
+Example:
+    >>> from splitnet.device import HeadRunner, benchmark_head
+    >>> runner = HeadRunner("bundle", device="CPU")
+    >>> tensors = runner(frame)                  # H x W x 3 uint8 RGB
+    >>> print(benchmark_head(runner, seconds=5))
+"""
+
+from splitnet.device._daemon import DaemonConfig, DeviceDaemon, Summary, run_daemon
+from splitnet.device._runner import DeviceError, FrameError, HeadRunner
+from splitnet.device._sources import FrameSource, open_source, synthetic_frames
+from splitnet.device.bench import HeadBenchmark, benchmark_callable, benchmark_head
+
+__all__ = [
+    "DaemonConfig",
+    "DeviceDaemon",
+    "DeviceError",
+    "FrameSource",
+    "Summary",
+    "open_source",
+    "run_daemon",
+    "synthetic_frames",
+    "FrameError",
+    "HeadBenchmark",
+    "HeadRunner",
+    "benchmark_callable",
+    "benchmark_head",
+]

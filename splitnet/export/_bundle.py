@@ -1,0 +1,454 @@
+"""``export_bundle``: a split point -> head IR + tail program + manifest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from splitnet.bundle import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    InputSpec,
+    Manifest,
+    OutputSpec,
+    TensorSpec,
+    file_sha256,
+)
+from splitnet.export._ir import convert_head, normalize_frame
+from splitnet.export._parity import DEFAULT_TOLERANCE, ParityError, ParityReport, compare_outputs
+from splitnet.export._targets import OpViolation, get_target
+
+__all__ = [
+    "HEAD_BIN",
+    "HEAD_XML",
+    "MAX_BATCH",
+    "TAIL_FILE",
+    "ExportError",
+    "ExportResult",
+    "export_bundle",
+    "load_tail",
+]
+
+HEAD_XML, HEAD_BIN, TAIL_FILE = "head.xml", "head.bin", "tail.pt2"
+MAX_BATCH = 64
+
+
+class ExportError(ValueError):
+    """A split that cannot be exported (e.g. an operation the target cannot run)."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_bundle` wrote.
+
+    Attributes:
+        bundle_dir: the bundle folder.
+        manifest: its manifest.
+        parity: OpenVINO against torch on the exported head.
+        seconds: wall time of the export.
+    """
+
+    bundle_dir: Path
+    manifest: Manifest
+    parity: ParityReport
+    seconds: float
+
+
+def _resolve_model(model, *, weights, num_classes, model_args) -> tuple[nn.Module, str, Any]:
+    from splitnet.models import create_model
+
+    if isinstance(model, str):
+        m = create_model(model, num_classes=num_classes, weights=weights, **(model_args or {}))
+        return m, model, m.splitnet_info
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a registered name or an nn.Module, got {type(model)}")
+    if weights is not None:
+        from splitnet.models import load_weights
+
+        load_weights(model, weights)
+    name = getattr(model, "splitnet_name", None) or type(model).__name__
+    return model.eval(), name, getattr(model, "splitnet_info", None)
+
+
+def _info_from_output(info, model: nn.Module, x: torch.Tensor):
+    """A ``ModelInfo`` for an unregistered module, from the shape of its output."""
+    from splitnet.models import ModelInfo
+
+    if info is not None:
+        return info
+    with torch.no_grad():
+        y = model(x)
+    if not isinstance(y, torch.Tensor):
+        raise ExportError("an unregistered model must return one tensor")
+    task = "segmentation" if y.dim() == 4 else "classification"
+    return ModelInfo(task=task, num_classes=int(y.shape[1]))
+
+
+def _versions() -> dict[str, str]:
+    import openvino
+
+    import splitnet
+
+    return {
+        "splitnet": splitnet.__version__,
+        "torch": torch.__version__,
+        "openvino": openvino.get_version(),
+        "numpy": np.__version__,
+    }
+
+
+def _frames(n: int, spec: InputSpec, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=spec.frame_shape, dtype=np.uint8) for _ in range(n)]
+
+
+def _violation_summary(violations: list[OpViolation]) -> str:
+    seen: dict[str, OpViolation] = {}
+    for v in violations:
+        seen.setdefault(f"{v.type}-{v.version}", v)
+    return "; ".join(str(v) for v in seen.values())
+
+
+def _nearest_compatible(g, point, spec: InputSpec, target) -> Any:
+    """The latest split point before ``point`` whose head ``target`` accepts (or None).
+
+    Every head contains the heads of the earlier points, so compatibility only
+    ever goes from yes to no along the graph: a bisection finds the boundary.
+    """
+
+    def ok(index: int) -> bool:
+        p = g.points[index]
+        head, _ = g.split(p)
+        _, bad = convert_head(
+            head, input_spec=spec, output_names=[t.name for t in p.tensors], target=target
+        )
+        return not bad
+
+    if point.index == 0 or not ok(0):
+        return None
+    lo, hi = 0, point.index  # ok(lo), not ok(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return g.points[lo]
+
+
+def _run_ir(xml: Path, frames: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """The saved IR on the CPU plugin with FP32 compute (no bf16 on CPUs that have it)."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    req = compiled.create_infer_request()
+    out = []
+    for f in frames:
+        res = req.infer({0: f[None]})
+        out.append([np.array(res[o]) for o in compiled.outputs])
+    return out
+
+
+def _export_tail(tail: nn.Module, crossing: tuple[TensorSpec, ...], path: Path) -> dict[str, Any]:
+    """Saves the tail as a ``torch.export`` program, with a dynamic batch where it can."""
+    # torch.export specialises dimensions of size 1, so trace with a batch of 2
+    example = tuple(torch.randn(2, *t.shape[1:]) for t in crossing)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    info: dict[str, Any] = {"file": TAIL_FILE, "format": "torch.export", "inputs": []}
+    info["inputs"] = [t.name for t in crossing]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.export.export(
+                tail, example, dynamic_shapes=tuple({0: batch} for _ in crossing)
+            )
+            info.update(batch="dynamic", max_batch=MAX_BATCH)
+        except Exception:  # some graphs pin the batch; a static program still serves
+            example = tuple(torch.randn(*t.shape) for t in crossing)
+            program = torch.export.export(tail, example)
+            info.update(batch="static", max_batch=int(crossing[0].shape[0]))
+        torch.export.save(program, path)
+    return info
+
+
+def _codec_section(name: str, options: Mapping[str, Any], calibration_batches) -> dict[str, Any]:
+    from splitnet.codec import KIND_QUANT, get_codec
+
+    codec = get_codec(name, **dict(options))
+    calibrated_on = 0
+    if calibration_batches:
+        if codec.kind != KIND_QUANT:
+            raise ExportError(f"codec {name!r} does not quantize; --calibrate needs a q<bits> codec")
+        codec = codec.calibrate(calibration_batches)
+        calibrated_on = len(calibration_batches)
+    config = codec.config()
+    config.pop("name")
+    calibration = config.pop("calibration", None)
+    return {
+        "name": name,
+        "options": config,
+        "calibration": calibration,
+        "calibration_frames": calibrated_on,
+    }
+
+
+def export_bundle(
+    model: str | nn.Module,
+    *,
+    input_shape: tuple[int, int, int],
+    split: int | str,
+    out_dir: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    target: str = "cpu",
+    codec: str = "f16",
+    codec_options: Mapping[str, Any] | None = None,
+    calibrate: int = 0,
+    name: str | None = None,
+    num_classes: int | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    parity_frames: int = 2,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> ExportResult:
+    """Exports the split of ``model`` at ``split`` as a deployable bundle.
+
+    Writes ``head.xml``/``head.bin`` (OpenVINO IR, FP16 weights, static
+    ``1 x H x W x 3`` uint8 RGB input with the normalisation built in),
+    ``tail.pt2`` (``torch.export`` program, dynamic batch 1..64 where the graph
+    allows) and ``manifest.json``. The saved IR is run on OpenVINO's CPU plugin
+    and compared with the torch head on the same random frames.
+
+    Args:
+        model: a registered model name, or an ``nn.Module``.
+        input_shape: ``(C, H, W)`` of the model input; C must be 3 (RGB frames).
+        split: the split point, by name or index (``splitnet points``).
+        out_dir: the bundle folder; it must be empty or absent unless ``overwrite``.
+        weights: a local state-dict file.
+        target: an export target (:func:`list_targets`): ``"cpu"`` or ``"myriad"``.
+        codec, codec_options: the codec for the crossing tensors (``splitnet.codec``).
+        calibrate: run this many synthetic frames through the head to fix the
+            codec's quantization ranges (quantizing codecs only).
+        name: the name a server registers (default ``<model>.<split point>``).
+        num_classes, model_args: passed to ``create_model``.
+        tolerance: the largest error allowed, relative to each tensor's range.
+        parity_frames: random frames compared.
+        overwrite: replace the files of an existing bundle folder.
+        progress: a progress bar on stderr.
+
+    Raises:
+        ExportError: the head has operations the target cannot run (the message
+            names them and the nearest earlier split point that works).
+        ParityError: OpenVINO and torch differ by more than ``tolerance``.
+        ValueError, OSError: bad arguments, an unknown model, split or codec.
+
+    Example:
+        >>> r = export_bundle("unet-vgg16", input_shape=(3, 256, 1600),
+        ...                   split="encoder.block3.pool", out_dir="bundle", target="myriad")
+        >>> r.parity.ok
+        True
+    """
+    t0 = time.perf_counter()
+    from splitnet.split import trace
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} is not empty; choose another --out or pass --overwrite")
+    c, h, w = (int(v) for v in input_shape)
+    if c != 3:
+        raise ExportError(f"the device feeds RGB frames, so the input needs 3 channels, got {c}")
+    if calibrate < 0 or parity_frames < 1:
+        raise ExportError("calibrate must be >= 0 and parity_frames >= 1")
+    tgt = get_target(target)
+
+    steps = ["trace", "convert head", "parity", "export tail", "codec", "manifest"]
+    bar = _progress(len(steps), progress)
+    try:
+        bar.set_description("trace")
+        net, model_name, info = _resolve_model(
+            model, weights=weights, num_classes=num_classes, model_args=model_args
+        )
+        x = torch.zeros(1, c, h, w)
+        info = _info_from_output(info, net, x)
+        g = trace(net, x, name=model_name)
+        point = g.point(split)
+        head, tail = g.split(point)
+        spec = InputSpec(
+            shape=(c, h, w),
+            frame_shape=(h, w, c),
+            mean=tuple(float(v) for v in info.mean),
+            std=tuple(float(v) for v in info.std),
+        )
+        crossing = tuple(TensorSpec(t.name, tuple(t.shape), t.dtype) for t in point.tensors)
+        bar.update()
+
+        bar.set_description("convert head")
+        ov_model, violations = convert_head(
+            head, input_spec=spec, output_names=[t.name for t in crossing], target=tgt
+        )
+        if violations:
+            bar.set_description("search compatible point")
+            ok = _nearest_compatible(g, point, spec, tgt)
+            hint = (
+                f"the nearest earlier compatible split point is {ok.name!r} (index {ok.index})"
+                if ok is not None
+                else "no earlier split point is compatible"
+            )
+            raise ExportError(
+                f"the head of {model_name} at {point.name!r} cannot run on target {target!r}: "
+                f"{_violation_summary(violations)}; {hint}"
+            )
+        bar.update()
+
+        import openvino as ov
+
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+        try:
+            ov.save_model(ov_model, staging / HEAD_XML, compress_to_fp16=True)
+
+            bar.set_description("parity")
+            frames = _frames(max(parity_frames, calibrate), spec, seed=0)
+            ov_out = _run_ir(staging / HEAD_XML, frames[:parity_frames])
+            with torch.no_grad():
+                torch_out = [
+                    [t.numpy() for t in head(normalize_frame(f, spec))]
+                    for f in frames[: max(parity_frames, calibrate)]
+                ]
+            report = compare_outputs(
+                [t.name for t in crossing],
+                ov_out,
+                torch_out[:parity_frames],
+                tolerance=tolerance,
+            )
+            if not report.ok:
+                worst = max(report.tensors, key=lambda t: t.max_rel)
+                raise ParityError(
+                    f"OpenVINO and torch differ beyond the tolerance: {worst.name} max abs error "
+                    f"{worst.max_abs:.3g}, relative {worst.max_rel:.3g} > {tolerance:g}"
+                )
+            bar.update()
+
+            bar.set_description("export tail")
+            tail_info = _export_tail(tail, crossing, staging / TAIL_FILE)
+            bar.update()
+
+            bar.set_description("codec")
+            codec_info = _codec_section(
+                codec, codec_options or {}, torch_out[:calibrate] if calibrate else None
+            )
+            bar.update()
+
+            bar.set_description("manifest")
+            opsets = sorted(
+                {f"{op.get_type_name()}-{op.get_type_info().version_id}" for op in ov_model.get_ordered_ops()}
+            )
+            files = {f: file_sha256(staging / f) for f in (HEAD_XML, HEAD_BIN, TAIL_FILE)}
+            manifest = Manifest(
+                format_version=FORMAT_VERSION,
+                name=name or f"{model_name}.{point.name}",
+                model=model_name,
+                model_args=dict(model_args or {}),
+                task=info.task,
+                num_classes=int(info.num_classes),
+                split={
+                    "index": point.index,
+                    "name": point.name,
+                    "kind": point.kind,
+                    "op": point.op,
+                    "points": len(g.points),
+                },
+                input=spec,
+                crossing=crossing,
+                output=OutputSpec(
+                    kind="mask" if info.task == "segmentation" else "classes",
+                    multilabel=bool(info.multilabel),
+                    class_names=tuple(info.class_names)
+                    or tuple(f"class_{i}" for i in range(info.num_classes)),
+                ),
+                codec=codec_info,
+                head={
+                    "xml": HEAD_XML,
+                    "bin": HEAD_BIN,
+                    **tgt.describe(),
+                    "ir_version": _ir_version(staging / HEAD_XML),
+                    "input_name": ov_model.inputs[0].get_any_name(),
+                    "output_names": [t.name for t in crossing],
+                    "converter": "openvino.convert_model(torch.export.export(head))",
+                    "operations": opsets,
+                },
+                tail=tail_info,
+                parity=report.to_dict(),
+                versions=_versions(),
+                files=files,
+            )
+            (staging / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+            for f in (*files, MANIFEST_FILE):
+                os.replace(staging / f, out / f)
+            bar.update()
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        bar.close()
+    return ExportResult(out, manifest, report, time.perf_counter() - t0)
+
+
+def _ir_version(xml: Path) -> int:
+    import re
+
+    with open(xml, encoding="utf-8") as f:
+        head = f.read(512)
+    m = re.search(r'<net [^>]*version="(\d+)"', head)
+    return int(m.group(1)) if m else 0
+
+
+def load_tail(bundle_dir: str | os.PathLike, *, verify: bool = True) -> nn.Module:
+    """The bundle's tail as a module (``torch.export.load(...).module()``).
+
+    Needs no model source: the program holds the graph and the weights.
+
+    Raises:
+        splitnet.bundle.BundleError: a missing or corrupt bundle.
+    """
+    from splitnet.bundle import BundleError, read_manifest
+
+    m = read_manifest(bundle_dir, verify=verify)
+    path = Path(bundle_dir) / m.tail["file"]
+    if verify and m.tail["file"] not in m.files:
+        raise BundleError(f"manifest lists no checksum for the tail file {m.tail['file']}")
+    try:
+        return torch.export.load(path).module()
+    except Exception as e:
+        raise BundleError(f"cannot load the tail program {path}: {str(e).splitlines()[0]}") from None
+
+
+class _NoBar:
+    def set_description(self, _: str) -> None: ...
+
+    def update(self, _: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", leave=False)
