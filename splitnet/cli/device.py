@@ -49,4 +49,6 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = run_daemon(config)
     print(json.dumps(asdict(summary), indent=2) if args.json else summary.format())
+    if summary.fatal:
+        raise ValueError(summary.fatal)
     return 0

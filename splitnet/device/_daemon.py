@@ -101,6 +101,7 @@ class Summary:
     payload_bytes_mean: float = 0.0
     head_ms_mean: float = 0.0
     errors: list[str] = field(default_factory=list)
+    fatal: str | None = None  # why the run stopped early (a refused stream, no server)
 
     def format(self) -> str:
         return (
@@ -123,7 +124,12 @@ class _Pending:
 
 
 class DeviceDaemon:
-    """Runs the pipeline of :class:`DaemonConfig` once; ``await run()`` returns the summary."""
+    """Runs the pipeline of :class:`DaemonConfig` once; ``await run()`` returns the summary.
+
+    A run that cannot go on (the server refuses the stream, or no server answers
+    within ``retry_timeout_s``) stops early with ``summary.fatal`` set; the frames
+    it had not got answers for are listed in ``summary.json``.
+    """
 
     def __init__(self, config: DaemonConfig) -> None:
         from splitnet.device._runner import HeadRunner
@@ -203,8 +209,6 @@ class DeviceDaemon:
             await channel.close()
             self._pool.shutdown(wait=False)
         self._finish(time.perf_counter() - start)
-        if self._fatal is not None:
-            raise self._fatal
         return self.summary
 
     async def _produce(self) -> None:
@@ -370,8 +374,8 @@ class DeviceDaemon:
         s.wire_mbps = s.wire_bytes * 8 / elapsed / 1e6 if elapsed > 0 else 0.0
         s.payload_bytes_mean = float(np.mean(self._payload_sizes)) if self._payload_sizes else 0.0
         s.head_ms_mean = float(np.mean(self._head_s) * 1000) if self._head_s else 0.0
-        if self._fatal is not None and len(s.errors) < 10:
-            s.errors.append(str(self._fatal))
+        if self._fatal is not None:
+            s.fatal = str(self._fatal)
         if self.out is not None:
             doc = asdict(s) | {"unacknowledged_frames": sorted(self._pending)}
             _atomic(self.out / "summary.json", lambda f: f.write(json.dumps(doc, indent=2).encode()))
