@@ -36,10 +36,10 @@ class Metrics:
                 "splitnet_queue_seconds", "Time a frame waited for its batch", ["model"], buckets=_SECONDS, registry=r
             ),
             compute_seconds=Histogram(
-                "splitnet_compute_seconds", "Tail compute time of a batch", ["model"], buckets=_SECONDS, registry=r
+                "splitnet_compute_seconds", "Tail compute time per frame (a batch's time / its frames)", ["model"], buckets=_SECONDS, registry=r
             ),
             batch_size=Histogram(
-                "splitnet_batch_size", "Frames per batch", ["model"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+                "splitnet_batch_size", "Size of the batch each frame ran in", ["model"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
                 registry=r,
             ),
             payload_bytes=Histogram(
@@ -47,8 +47,22 @@ class Metrics:
             ),
         )
 
+    @staticmethod
+    def totals(histogram: Histogram, model: str) -> tuple[float, float]:
+        """(sum, count) of a histogram for one model."""
+        total = count = 0.0
+        for metric in histogram.collect():
+            for sample in metric.samples:
+                if sample.labels.get("model") != model:
+                    continue
+                if sample.name.endswith("_sum"):
+                    total = sample.value
+                elif sample.name.endswith("_count"):
+                    count = sample.value
+        return total, count
+
     def observe_batch(self, model: str, stats: BatchStats) -> None:
         self.queue_seconds.labels(model).observe(stats.queue_s)
-        # one observation per frame; the batch histograms count frames, not batches
-        self.compute_seconds.labels(model).observe(stats.compute_s)
+        # one observation per frame: its share of the batch, so the sum is the tail's busy time
+        self.compute_seconds.labels(model).observe(stats.compute_s / stats.batch_size)
         self.batch_size.labels(model).observe(stats.batch_size)
