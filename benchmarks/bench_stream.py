@@ -24,10 +24,14 @@ import numpy as np
 from splitnet import codec
 from splitnet.server import InferenceCore, InferenceServer, ServerConfig, TailModel
 from splitnet.server._servicer import InferenceServicer
-from splitnet.wire import inference_pb2_grpc as pb_grpc, make_infer_request
+from splitnet.wire import inference_pb2_grpc as pb_grpc
+from splitnet.wire import make_infer_request
 
 MIB = 1 << 20
-OPTIONS = [("grpc.max_send_message_length", 64 * MIB), ("grpc.max_receive_message_length", 64 * MIB)]
+OPTIONS = [
+    ("grpc.max_send_message_length", 64 * MIB),
+    ("grpc.max_receive_message_length", 64 * MIB),
+]
 
 
 async def _pump(call, requests, window: int) -> float:
@@ -89,12 +93,17 @@ class _NullModel:
         return list(tensors)
 
     def run_batch(self, frames):
-        return [{"classes": np.zeros(1, np.int64), "probabilities": np.ones(1, np.float32)} for _ in frames]
+        return [
+            {"classes": np.zeros(1, np.int64), "probabilities": np.ones(1, np.float32)}
+            for _ in frames
+        ]
 
 
 async def splitnet_stream(messages: int, window: int) -> float:
     n = MIB // 4 - 64  # a 1 MiB f32 payload (header included)
-    payload = codec.get_codec("f32", entropy="none").encode([np.random.default_rng(0).random((1, n), np.float32)])
+    payload = codec.get_codec("f32", entropy="none").encode(
+        [np.random.default_rng(0).random((1, n), np.float32)]
+    )
     core = InferenceCore({"null": _NullModel(n)}, max_batch=8, max_delay_ms=0.5)
     server = grpc.aio.server(options=OPTIONS)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), server)
@@ -103,7 +112,10 @@ async def splitnet_stream(messages: int, window: int) -> float:
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=OPTIONS) as ch:
             stub = pb_grpc.GRPCInferenceServiceStub(ch)
-            requests = [make_infer_request("null", payload, parameters={"frame_id": i}) for i in range(messages)]
+            requests = [
+                make_infer_request("null", payload, parameters={"frame_id": i})
+                for i in range(messages)
+            ]
             seconds = await _pump(stub.ModelStreamInfer(), requests, window)
     finally:
         await server.stop(0)
@@ -116,11 +128,17 @@ async def batching_gain(bundle: Path, frames: int, streams: int) -> tuple[float,
     rng = np.random.default_rng(0)
     payloads = [
         model.manifest.make_codec().encode(
-            [np.maximum(rng.normal(size=t.shape), 0).astype(np.float32) for t in model.manifest.crossing]
+            [
+                np.maximum(rng.normal(size=t.shape), 0).astype(np.float32)
+                for t in model.manifest.crossing
+            ]
         )
         for _ in range(4)
     ]
-    server = InferenceServer(ServerConfig(repository=bundle, port=0, metrics_port=None, max_batch=8), models={model.name: model})
+    server = InferenceServer(
+        ServerConfig(repository=bundle, port=0, metrics_port=None, max_batch=8),
+        models={model.name: model},
+    )
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=OPTIONS) as ch:
@@ -133,7 +151,10 @@ async def batching_gain(bundle: Path, frames: int, streams: int) -> tuple[float,
                 *(
                     _pump(
                         stub.ModelStreamInfer(),
-                        [make_infer_request(model.name, payloads[i % 4]) for i in range(per_stream)],
+                        [
+                            make_infer_request(model.name, payloads[i % 4])
+                            for i in range(per_stream)
+                        ],
                         1,  # each device waits for its answer: throughput comes from concurrency
                     )
                     for _ in range(streams)
@@ -158,7 +179,7 @@ def main() -> None:
 
     echo = asyncio.run(bare_echo(args.messages, args.window))
     ours = asyncio.run(splitnet_stream(args.messages, args.window))
-    print("| stream, 1 MiB messages, window %d | MB/s |" % args.window)
+    print(f"| stream, 1 MiB messages, window {args.window} | MB/s |")
     print("|---|---|")
     print(f"| bare grpc.aio bytes echo | {echo:.0f} |")
     print(f"| splitnet ModelStreamInfer (decode + batch + no-op tail) | {ours:.0f} |")
@@ -171,11 +192,19 @@ def main() -> None:
             from splitnet.export import export_bundle
 
             bundle = Path(tmp) / "unet"
-            export_bundle("unet-vgg16", input_shape=input_shape(args.input), split="encoder.block3.pool",
-                          out_dir=bundle, codec="q4", parity_frames=1)
+            export_bundle(
+                "unet-vgg16",
+                input_shape=input_shape(args.input),
+                split="encoder.block3.pool",
+                out_dir=bundle,
+                codec="q4",
+                parity_frames=1,
+            )
         one, b1 = asyncio.run(batching_gain(bundle, args.frames, 1))
         eight, b8 = asyncio.run(batching_gain(bundle, args.frames, 8))
-    print(f"| unet-vgg16 tail at encoder.block3.pool, input {args.input}, {args.frames} frames | frames/s | mean batch |")
+    print(
+        f"| unet-vgg16 tail at encoder.block3.pool, input {args.input}, {args.frames} frames | frames/s | mean batch |"
+    )
     print("|---|---|---|")
     print(f"| 1 device stream | {one:.2f} | {b1:.1f} |")
     print(f"| 8 device streams | {eight:.2f} | {b8:.1f} |")

@@ -44,7 +44,12 @@ def generate(out: Path) -> list[Path]:
         for path in (out / f"{stem}_pb2.py", out / f"{stem}_pb2_grpc.py", out / f"{stem}_pb2.pyi"):
             text = path.read_text()
             # "import inference_pb2 as ..." -> "from splitnet.wire import inference_pb2 as ..."
-            text = re.sub(rf"^import ({'|'.join(p.stem for p in protos)})_pb2 as", rf"from {PACKAGE} import \1_pb2 as", text, flags=re.M)
+            text = re.sub(
+                rf"^import ({'|'.join(p.stem for p in protos)})_pb2 as",
+                rf"from {PACKAGE} import \1_pb2 as",
+                text,
+                flags=re.M,
+            )
             path.write_text(text)
             written.append(path)
     return written

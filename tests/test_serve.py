@@ -15,7 +15,16 @@ from splitnet import codec
 from splitnet.device import DaemonConfig, DeviceDaemon
 from splitnet.server import InferenceServer, ServerConfig, load_repository
 from splitnet.server._batcher import DynamicBatcher
-from splitnet.wire import inference_pb2 as pb, inference_pb2_grpc as pb_grpc, make_infer_request, output_arrays
+from splitnet.wire import (
+    inference_pb2 as pb,
+)
+from splitnet.wire import (
+    inference_pb2_grpc as pb_grpc,
+)
+from splitnet.wire import (
+    make_infer_request,
+    output_arrays,
+)
 
 pytestmark = pytest.mark.grpc
 
@@ -27,12 +36,22 @@ def repository(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("repo")
     export_bundle(
-        "unet-vgg16", input_shape=(3, 32, 64), split="encoder.block3.pool", out_dir=root / "unet",
-        codec="q4", model_args={"width": 0.125}, parity_frames=1,
+        "unet-vgg16",
+        input_shape=(3, 32, 64),
+        split="encoder.block3.pool",
+        out_dir=root / "unet",
+        codec="q4",
+        model_args={"width": 0.125},
+        parity_frames=1,
     )
     export_bundle(
-        "resnet18", input_shape=(3, 32, 32), split="layer2.0.add", out_dir=root / "resnet",
-        codec="f16", num_classes=10, parity_frames=1,
+        "resnet18",
+        input_shape=(3, 32, 32),
+        split="layer2.0.add",
+        out_dir=root / "resnet",
+        codec="f16",
+        num_classes=10,
+        parity_frames=1,
     )
     return root
 
@@ -47,10 +66,16 @@ RESNET = "resnet18.layer2.0.add"
 
 
 def _config(repository, **kw) -> ServerConfig:
-    return ServerConfig(repository=repository, port=kw.pop("port", 0), metrics_port=kw.pop("metrics_port", None), **kw)
+    return ServerConfig(
+        repository=repository,
+        port=kw.pop("port", 0),
+        metrics_port=kw.pop("metrics_port", None),
+        **kw,
+    )
 
 
-def _payload(models, name: str, rng=np.random.default_rng(0)) -> bytes:
+def _payload(models, name: str, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
     m = models[name]
     tensors = [np.abs(rng.normal(size=t.shape)).astype(np.float32) for t in m.manifest.crossing]
     return m.manifest.make_codec().encode(tensors)
@@ -119,9 +144,16 @@ def test_tritonclient_health_metadata_and_infer(repository, models, tmp_path):
 
     async def body(server, port):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", TRITON_CLIENT, str(port), UNET, RESNET,
-            str(tmp_path / "unet.bin"), str(tmp_path / "resnet.bin"),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-c",
+            TRITON_CLIENT,
+            str(port),
+            UNET,
+            RESNET,
+            str(tmp_path / "unet.bin"),
+            str(tmp_path / "resnet.bin"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await asyncio.wait_for(proc.communicate(), 120)
         return proc.returncode, out.decode()
@@ -160,7 +192,9 @@ def test_health_and_reflection(repository, models):
     async def body(server, port):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             health = health_pb2_grpc.HealthStub(ch)
-            r = await health.Check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"))
+            r = await health.Check(
+                health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService")
+            )
             assert r.status == health_pb2.HealthCheckResponse.SERVING
             refl = reflection_pb2_grpc.ServerReflectionStub(ch)
             call = refl.ServerReflectionInfo()
@@ -195,7 +229,9 @@ def _status(coro_factory):
         ("oversize", grpc.StatusCode.RESOURCE_EXHAUSTED),
     ],
 )
-def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(repository, models, case, code):
+def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(
+    repository, models, case, code
+):
     good = _payload(models, UNET)
 
     async def body(server, port):
@@ -208,7 +244,9 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(reposito
             elif case == "garbage_payload":
                 req = make_infer_request(UNET, b"\x00garbage" * 10)
             elif case == "wrong_tensors":
-                req = make_infer_request(UNET, codec.get_codec("q4").encode([np.ones((1, 3, 8, 8), np.float32)]))
+                req = make_infer_request(
+                    UNET, codec.get_codec("q4").encode([np.ones((1, 3, 8, 8), np.float32)])
+                )
             elif case == "wrong_input_name":
                 req = make_infer_request(UNET, good)
                 req.inputs[0].name = "x"
@@ -230,15 +268,21 @@ def test_stream_answers_a_bad_frame_with_an_error_and_goes_on(repository, models
     async def body(server, port):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             call = pb_grpc.GRPCInferenceServiceStub(ch).ModelStreamInfer()
-            await call.write(make_infer_request(UNET, b"junk", parameters={"device_id": "d", "frame_id": 0}))
-            await call.write(make_infer_request(UNET, good, parameters={"device_id": "d", "frame_id": 1}))
+            await call.write(
+                make_infer_request(UNET, b"junk", parameters={"device_id": "d", "frame_id": 0})
+            )
+            await call.write(
+                make_infer_request(UNET, good, parameters={"device_id": "d", "frame_id": 1})
+            )
             await call.done_writing()
             return [r async for r in call]
 
     responses = run_with_server(repository, models, body)
     by_frame = {r.infer_response.parameters["frame_id"].int64_param: r for r in responses}
     assert by_frame[0].error_message.startswith("INVALID_ARGUMENT:")
-    assert not by_frame[1].error_message and output_arrays(by_frame[1].infer_response)["mask"].shape == (32, 64)
+    assert not by_frame[1].error_message and output_arrays(by_frame[1].infer_response)[
+        "mask"
+    ].shape == (32, 64)
 
 
 def test_duplicate_frames_run_once(repository, models):
@@ -275,7 +319,10 @@ def test_token_auth(repository, models, tmp_path):
             req = make_infer_request(UNET, good)
             assert await _status(lambda: stub.ModelInfer(req))() == grpc.StatusCode.UNAUTHENTICATED
             bad = (("authorization", "Bearer wrong"),)
-            assert await _status(lambda: stub.ModelInfer(req, metadata=bad))() == grpc.StatusCode.UNAUTHENTICATED
+            assert (
+                await _status(lambda: stub.ModelInfer(req, metadata=bad))()
+                == grpc.StatusCode.UNAUTHENTICATED
+            )
             call = stub.ModelStreamInfer(metadata=bad)
             await call.write(req)
             assert await _status(lambda: call.read())() == grpc.StatusCode.UNAUTHENTICATED
@@ -287,15 +334,59 @@ def test_token_auth(repository, models, tmp_path):
 
 def _make_certs(d: Path) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1/localhost and a client certificate, via openssl."""
+
     def ssl(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
 
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=test-ca")
-    for name, san in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "subjectAltName=DNS:client")):
-        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+    )
+    for name, san in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("client", "subjectAltName=DNS:client"),
+    ):
+        ssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
         (d / f"{name}.ext").write_text(san + "\n")
-        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")
+        ssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "1",
+            "-extfile",
+            f"{name}.ext",
+        )
     return {p.stem + p.suffix.replace(".", "_"): p for p in d.iterdir()}
 
 
@@ -307,18 +398,33 @@ def test_tls_and_client_certificates(repository, models, tmp_path):
 
     async def body(server, port):
         creds = grpc.ssl_channel_credentials(
-            root_certificates=ca, private_key=certs["client_key"].read_bytes(), certificate_chain=certs["client_pem"].read_bytes()
+            root_certificates=ca,
+            private_key=certs["client_key"].read_bytes(),
+            certificate_chain=certs["client_pem"].read_bytes(),
         )
         async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
-            ok = await pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(make_infer_request(UNET, good))
+            ok = await pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(
+                make_infer_request(UNET, good)
+            )
             assert ok.model_name == UNET
         # no client certificate: the handshake fails
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(root_certificates=ca)) as ch:
-            code = await _status(lambda: pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(make_infer_request(UNET, good), timeout=5))()
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{port}", grpc.ssl_channel_credentials(root_certificates=ca)
+        ) as ch:
+            code = await _status(
+                lambda: pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(
+                    make_infer_request(UNET, good), timeout=5
+                )
+            )()
             assert code == grpc.StatusCode.UNAVAILABLE
 
     run_with_server(
-        repository, models, body, tls_cert=certs["server_pem"], tls_key=certs["server_key"], tls_ca=certs["ca_pem"]
+        repository,
+        models,
+        body,
+        tls_cert=certs["server_pem"],
+        tls_key=certs["server_key"],
+        tls_ca=certs["ca_pem"],
     )
 
 
@@ -331,11 +437,18 @@ def test_metrics_endpoint(repository, models):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             await pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(make_infer_request(UNET, good))
         url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-        return await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        return await asyncio.to_thread(
+            lambda: urllib.request.urlopen(url, timeout=5).read().decode()
+        )
 
     text = run_with_server(repository, models, body, metrics_port=0)
     assert f'splitnet_requests_total{{model="{UNET}",status="ok"}} 1.0' in text
-    for name in ("splitnet_queue_seconds", "splitnet_compute_seconds", "splitnet_batch_size", "splitnet_payload_bytes"):
+    for name in (
+        "splitnet_queue_seconds",
+        "splitnet_compute_seconds",
+        "splitnet_batch_size",
+        "splitnet_payload_bytes",
+    ):
         assert f"{name}_count" in text
 
 
@@ -344,11 +457,22 @@ def test_metrics_endpoint(repository, models):
 
 def test_device_daemon_streams_every_frame(repository, models, tmp_path):
     async def body(server, port):
-        cfg = DaemonConfig(bundle=repository / "unet", servers=(f"127.0.0.1:{port}",), frames=12, out=tmp_path, window=4)
+        cfg = DaemonConfig(
+            bundle=repository / "unet",
+            servers=(f"127.0.0.1:{port}",),
+            frames=12,
+            out=tmp_path,
+            window=4,
+        )
         return await DeviceDaemon(cfg).run()
 
     summary = run_with_server(repository, models, body)
-    assert (summary.frames_sent, summary.ok, summary.failed, summary.unacknowledged) == (12, 12, 0, 0)
+    assert (summary.frames_sent, summary.ok, summary.failed, summary.unacknowledged) == (
+        12,
+        12,
+        0,
+        0,
+    )
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [f"{i:08d}.png" for i in range(12)]
     assert (tmp_path / "summary.json").is_file()
     assert summary.wire_mbps > 0 and summary.latency_p95_ms >= summary.latency_mean_ms * 0.5
@@ -365,7 +489,13 @@ def test_server_restart_mid_stream_loses_no_frame(repository, models, tmp_path):
         first = InferenceServer(_config(repository), models=models)
         await first.start()
         port = first.port
-        cfg = DaemonConfig(bundle=repository / "unet", servers=(f"127.0.0.1:{port}",), frames=n, out=tmp_path, window=6)
+        cfg = DaemonConfig(
+            bundle=repository / "unet",
+            servers=(f"127.0.0.1:{port}",),
+            frames=n,
+            out=tmp_path,
+            window=6,
+        )
         daemon = DeviceDaemon(cfg)
         run = asyncio.create_task(daemon.run())
         while daemon.summary.ok < 5:
@@ -394,7 +524,13 @@ def test_device_refuses_a_wrong_token(repository, models, tmp_path):
     wrong.write_text("wrong")
 
     async def body(server, port):
-        cfg = DaemonConfig(bundle=repository / "unet", servers=(f"127.0.0.1:{port}",), frames=3, token_file=wrong, out=tmp_path / "o")
+        cfg = DaemonConfig(
+            bundle=repository / "unet",
+            servers=(f"127.0.0.1:{port}",),
+            frames=3,
+            token_file=wrong,
+            out=tmp_path / "o",
+        )
         return await DeviceDaemon(cfg).run()
 
     summary = run_with_server(repository, models, body, token_file=token)
@@ -414,7 +550,9 @@ def test_batcher_groups_requests_and_isolates_failures():
 
     async def main():
         b = DynamicBatcher(run_batch, max_batch=4, max_delay_s=0.05)
-        results = await asyncio.gather(*(b.submit(i) for i in [1, 2, -3, 4, 5]), return_exceptions=True)
+        results = await asyncio.gather(
+            *(b.submit(i) for i in [1, 2, -3, 4, 5]), return_exceptions=True
+        )
         await b.stop()
         return results
 
@@ -462,7 +600,11 @@ def test_wire_is_compatible_with_tritonclient():
 
     if importlib.util.find_spec("tritonclient") is None:
         pytest.skip("tritonclient is not installed")
-    theirs = json.loads(subprocess.run([sys.executable, "-c", TRITON_FIELDS], check=True, capture_output=True, text=True).stdout)
+    theirs = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", TRITON_FIELDS], check=True, capture_output=True, text=True
+        ).stdout
+    )
 
     def walk(d, prefix=""):
         yield prefix + d.name, d
@@ -472,8 +614,51 @@ def test_wire_is_compatible_with_tritonclient():
     for top in pb.DESCRIPTOR.message_types_by_name.values():
         for name, d in walk(top):
             for f in d.fields:
-                assert theirs["messages"][name][f.name] == [f.number, f.type, f.is_repeated], f"{name}.{f.name}"
+                assert theirs["messages"][name][f.name] == [f.number, f.type, f.is_repeated], (
+                    f"{name}.{f.name}"
+                )
     svc = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     for m in svc.methods:
-        ours = [m.input_type.full_name, m.output_type.full_name, m.client_streaming, m.server_streaming]
+        ours = [
+            m.input_type.full_name,
+            m.output_type.full_name,
+            m.client_streaming,
+            m.server_streaming,
+        ]
         assert theirs["methods"][m.name] == ours, m.name
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve"], "missing option(s): --repository"),
+        (["serve", "--repository", "/no/such/dir"], "model repository not found"),
+        (["serve", "--repository", ".", "--max-batch", "0"], "--max-batch must be >= 1"),
+        (["device", "--server", "127.0.0.1:1"], "missing option(s): --bundle"),
+        (
+            ["device", "--bundle", "/no/such/bundle", "--server", "127.0.0.1:1"],
+            "bundle folder not found",
+        ),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(capsys, argv, message):
+    from splitnet.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_config_file(tmp_path, capsys, repository):
+    from splitnet.cli import main
+
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text("bundle: /no/such/bundle\nserver: [127.0.0.1:1]\nwindow: 2\n")
+    assert main(["device", "--config", str(cfg)]) == 2
+    assert "bundle folder not found" in capsys.readouterr().err
+    cfg.write_text("bundel: x\n")
+    assert main(["device", "--config", str(cfg)]) == 2
+    assert "unknown option 'bundel'" in capsys.readouterr().err

@@ -52,5 +52,7 @@ def run(args: argparse.Namespace) -> int:
         f"  latency ms: mean {result.latency_ms_mean:.2f}, min {result.latency_ms_min:.2f}, "
         f"max {result.latency_ms_max:.2f}"
     )
-    print(f"  OpenVINO's own tool on the same IR: benchmark_app -m {xml} -d {args.device} -hint latency")
+    print(
+        f"  OpenVINO's own tool on the same IR: benchmark_app -m {xml} -d {args.device} -hint latency"
+    )
     return 0

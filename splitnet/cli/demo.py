@@ -17,7 +17,9 @@ from splitnet.cli import _args
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="run a device daemon and a server locally, end to end", description=__doc__)
+    p = sub.add_parser(
+        "demo", help="run a device daemon and a server locally, end to end", description=__doc__
+    )
     p.add_argument("--model", default="unet-vgg16")
     p.add_argument("--split", default="encoder.block3.pool")
     p.add_argument("--input", type=_args.input_shape, default=(3, 256, 1600), metavar="CxHxW")
@@ -46,10 +48,18 @@ def _bundle(args: argparse.Namespace) -> Path:
         return path
     except BundleError:
         pass
-    print(f"exporting {args.model} split at {args.split}, input {shape}, codec {args.codec} -> {path}")
+    print(
+        f"exporting {args.model} split at {args.split}, input {shape}, codec {args.codec} -> {path}"
+    )
     export_bundle(
-        args.model, input_shape=args.input, split=args.split, out_dir=path, codec=args.codec,
-        calibrate=4 if args.codec.startswith("q") else 0, overwrite=True, progress=True,
+        args.model,
+        input_shape=args.input,
+        split=args.split,
+        out_dir=path,
+        codec=args.codec,
+        calibrate=4 if args.codec.startswith("q") else 0,
+        overwrite=True,
+        progress=True,
     )
     return path
 
@@ -59,14 +69,21 @@ async def _run(bundle: Path, args: argparse.Namespace):
     from splitnet.server import InferenceServer, ServerConfig
 
     # a bundle folder is a repository of one
-    server = InferenceServer(ServerConfig(repository=bundle, port=0, metrics_port=None, max_batch=args.max_batch))
+    server = InferenceServer(
+        ServerConfig(repository=bundle, port=0, metrics_port=None, max_batch=args.max_batch)
+    )
     await server.start()
-    print(f"server: 127.0.0.1:{server.port} on {server.device}; streaming {args.frames} synthetic frames")
+    print(
+        f"server: 127.0.0.1:{server.port} on {server.device}; streaming {args.frames} synthetic frames"
+    )
     try:
         daemon = DeviceDaemon(
             DaemonConfig(
-                bundle=bundle, servers=(f"127.0.0.1:{server.port}",), frames=args.frames,
-                window=args.window, out=args.out,
+                bundle=bundle,
+                servers=(f"127.0.0.1:{server.port}",),
+                frames=args.frames,
+                window=args.window,
+                out=args.out,
             )
         )
         summary = await daemon.run()

@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     for rel in sorted(m.files):
         size = (result.bundle_dir / rel).stat().st_size
         print(f"  {rel:10s} {size / 2**20:8.2f} MiB  sha256 {m.files[rel][:16]}")
-    print(f"  crossing   {', '.join(t.name + ' ' + 'x'.join(map(str, t.shape)) for t in m.crossing)}")
+    print(
+        f"  crossing   {', '.join(t.name + ' ' + 'x'.join(map(str, t.shape)) for t in m.crossing)}"
+    )
     print(f"  {result.parity}")
     print(f"  tail batch {m.tail['batch']}; codec {m.codec['name']}")
     return 0

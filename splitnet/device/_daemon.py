@@ -25,8 +25,17 @@ import grpc
 import numpy as np
 
 from splitnet.device._sources import open_source
-from splitnet.wire import get_parameter, inference_pb2 as pb, inference_pb2_grpc as pb_grpc, make_infer_request
-from splitnet.wire import output_arrays
+from splitnet.wire import (
+    get_parameter,
+    make_infer_request,
+    output_arrays,
+)
+from splitnet.wire import (
+    inference_pb2 as pb,
+)
+from splitnet.wire import (
+    inference_pb2_grpc as pb_grpc,
+)
 
 __all__ = ["DaemonConfig", "DeviceDaemon", "Summary", "run_daemon"]
 
@@ -145,7 +154,9 @@ class DeviceDaemon:
         self.manifest = self.runner.manifest
         self.codec = self.manifest.make_codec()
         h, w = self.manifest.input.frame_shape[:2]
-        self.source = open_source(config.source, height=h, width=w, frames=config.frames, fps=config.fps)
+        self.source = open_source(
+            config.source, height=h, width=w, frames=config.frames, fps=config.fps
+        )
         self.device_id = config.device_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.out = Path(config.out) if config.out else None
         if self.out:
@@ -173,9 +184,15 @@ class DeviceDaemon:
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         hosts = ",".join(cfg.servers)
-        target = f"ipv4:{hosts}" if len(cfg.servers) > 1 and all(_is_ipv4(s) for s in cfg.servers) else hosts
+        target = (
+            f"ipv4:{hosts}"
+            if len(cfg.servers) > 1 and all(_is_ipv4(s) for s in cfg.servers)
+            else hosts
+        )
         if len(cfg.servers) > 1 and target == hosts:
-            raise ValueError("several --server addresses must be IPv4 host:port (round_robin over them)")
+            raise ValueError(
+                "several --server addresses must be IPv4 host:port (round_robin over them)"
+            )
         if cfg.tls_ca:
             creds = grpc.ssl_channel_credentials(root_certificates=Path(cfg.tls_ca).read_bytes())
             return grpc.aio.secure_channel(target, creds, options=options)
@@ -198,7 +215,9 @@ class DeviceDaemon:
         channel = self._channel()
         metadata = self._metadata()
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        streams = [asyncio.create_task(self._stream(stub, i, metadata)) for i in range(len(self._queues))]
+        streams = [
+            asyncio.create_task(self._stream(stub, i, metadata)) for i in range(len(self._queues))
+        ]
         try:
             await self._produce()
             await self._drain(streams)
@@ -252,9 +271,15 @@ class DeviceDaemon:
         payload = self.codec.encode(tensors)
         limit = self.config.max_message_mb << 20
         if len(payload) > limit - 4096:
-            raise ValueError(f"frame {frame_id}: payload of {len(payload)} bytes exceeds the {self.config.max_message_mb} MB limit")
+            raise ValueError(
+                f"frame {frame_id}: payload of {len(payload)} bytes exceeds the {self.config.max_message_mb} MB limit"
+            )
         self._payload_sizes.append(len(payload))
-        outputs = ["mask", "probabilities"] if self.config.probabilities and self.manifest.task == "segmentation" else None
+        outputs = (
+            ["mask", "probabilities"]
+            if self.config.probabilities and self.manifest.task == "segmentation"
+            else None
+        )
         return make_infer_request(
             self.manifest.name,
             payload,
@@ -282,7 +307,10 @@ class DeviceDaemon:
             if not first:
                 self.summary.reconnects += 1
             first = False
-            resend = sorted((p for p in self._pending.values() if p.stream == index and p.sent), key=lambda p: p.frame_id)
+            resend = sorted(
+                (p for p in self._pending.values() if p.stream == index and p.sent),
+                key=lambda p: p.frame_id,
+            )
             writer = asyncio.create_task(self._write(call, queue, resend))
             try:
                 async for response in call:
@@ -293,7 +321,9 @@ class DeviceDaemon:
             except grpc.aio.AioRpcError as e:
                 writer.cancel()
                 if e.code() not in RETRYABLE:
-                    self._fatal = ValueError(f"server refused the stream: {e.code().name}: {e.details()}")
+                    self._fatal = ValueError(
+                        f"server refused the stream: {e.code().name}: {e.details()}"
+                    )
                     self._idle.set()
                     return
                 if time.perf_counter() - last_ok > self.config.retry_timeout_s:
@@ -302,7 +332,9 @@ class DeviceDaemon:
                     )
                     self._idle.set()
                     return
-                log.warning("stream %d broke (%s); reconnecting in %.1f s", index, e.code().name, backoff)
+                log.warning(
+                    "stream %d broke (%s); reconnecting in %.1f s", index, e.code().name, backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
@@ -349,16 +381,24 @@ class DeviceDaemon:
         if "mask" in outputs:
             from PIL import Image
 
-            _atomic(self.out / f"{frame_id:08d}.png", lambda f: Image.fromarray(outputs["mask"]).save(f, format="PNG"))
+            _atomic(
+                self.out / f"{frame_id:08d}.png",
+                lambda f: Image.fromarray(outputs["mask"]).save(f, format="PNG"),
+            )
             if "probabilities" in outputs:
-                _atomic(self.out / f"{frame_id:08d}.npy", lambda f: np.save(f, outputs["probabilities"]))
+                _atomic(
+                    self.out / f"{frame_id:08d}.npy", lambda f: np.save(f, outputs["probabilities"])
+                )
         else:
             names = self.manifest.output.class_names
             doc = {
                 "frame_id": frame_id,
                 "classes": outputs["classes"].tolist(),
                 "probabilities": [round(float(p), 6) for p in outputs["probabilities"]],
-                "class_names": [names[i] if i < len(names) else f"class_{i}" for i in outputs["classes"].tolist()],
+                "class_names": [
+                    names[i] if i < len(names) else f"class_{i}"
+                    for i in outputs["classes"].tolist()
+                ],
             }
             _atomic(self.out / f"{frame_id:08d}.json", lambda f: f.write(json.dumps(doc).encode()))
 
@@ -378,7 +418,9 @@ class DeviceDaemon:
             s.fatal = str(self._fatal)
         if self.out is not None:
             doc = asdict(s) | {"unacknowledged_frames": sorted(self._pending)}
-            _atomic(self.out / "summary.json", lambda f: f.write(json.dumps(doc, indent=2).encode()))
+            _atomic(
+                self.out / "summary.json", lambda f: f.write(json.dumps(doc, indent=2).encode())
+            )
 
 
 def _atomic(path: Path, write) -> None:

@@ -46,7 +46,12 @@ def synthetic_frames(height: int, width: int, *, seed: int = 0) -> Iterator[np.n
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     while True:
         rows = rng.normal(0, 1, size=(height, 1)).astype(np.float32)
-        base = 120 + 25 * np.cumsum(rows, axis=0) / np.sqrt(np.arange(1, height + 1, dtype=np.float32))[:, None]
+        base = (
+            120
+            + 25
+            * np.cumsum(rows, axis=0)
+            / np.sqrt(np.arange(1, height + 1, dtype=np.float32))[:, None]
+        )
         img = base + rng.normal(0, 6, size=(height, width)).astype(np.float32)
         for _ in range(rng.integers(1, 4)):  # scratches: thin slanted lines
             x0, slope = rng.uniform(0, width), rng.uniform(-0.3, 0.3)
@@ -70,7 +75,9 @@ def _opencv():
     try:
         import cv2
     except ImportError:
-        raise ValueError("video files and cameras need OpenCV: pip install 'splitnet[device]'") from None
+        raise ValueError(
+            "video files and cameras need OpenCV: pip install 'splitnet[device]'"
+        ) from None
     return cv2
 
 
@@ -90,7 +97,13 @@ def _capture(target: str | int, height: int, width: int) -> Iterator[np.ndarray]
 
 
 def open_source(
-    spec: str, *, height: int, width: int, frames: int | None = None, fps: float | None = None, seed: int = 0
+    spec: str,
+    *,
+    height: int,
+    width: int,
+    frames: int | None = None,
+    fps: float | None = None,
+    seed: int = 0,
 ) -> FrameSource:
     """Opens ``spec``: ``synthetic``, a folder of images, a video file, or a camera index.
 
@@ -98,7 +111,11 @@ def open_source(
         ValueError: a source that does not exist or cannot be opened.
     """
     if spec == "synthetic":
-        it, live, desc = synthetic_frames(height, width, seed=seed), fps is not None, "synthetic frames"
+        it, live, desc = (
+            synthetic_frames(height, width, seed=seed),
+            fps is not None,
+            "synthetic frames",
+        )
     elif spec.isdigit():
         it, live, desc = _capture(int(spec), height, width), True, f"camera {spec}"
     else:
@@ -110,7 +127,9 @@ def open_source(
         elif path.is_file():
             it, live, desc = _capture(str(path), height, width), False, f"video {path}"
         else:
-            raise ValueError(f"source {spec!r} is not 'synthetic', a camera index, a folder or a video file")
+            raise ValueError(
+                f"source {spec!r} is not 'synthetic', a camera index, a folder or a video file"
+            )
     if frames is not None:
         it = itertools.islice(it, frames)
     return FrameSource(it, live, desc)

@@ -104,7 +104,9 @@ class DynamicBatcher(Generic[T, R]):
                     self._executor, self._run_batch, [b[0] for b in batch]
                 )
                 if len(results) != len(batch):
-                    raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
+                    raise RuntimeError(
+                        f"run_batch returned {len(results)} results for {len(batch)} items"
+                    )
             except Exception as e:  # the whole batch failed: every item gets the error
                 results = [e] * len(batch)
             compute = time.perf_counter() - start

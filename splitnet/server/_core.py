@@ -14,7 +14,15 @@ from splitnet import codec
 from splitnet.server._batcher import DynamicBatcher
 from splitnet.server._metrics import Metrics
 from splitnet.server._models import FrameInput, TailModel
-from splitnet.wire import PAYLOAD_INPUT, get_parameter, inference_pb2 as pb, set_parameter, to_datatype
+from splitnet.wire import (
+    PAYLOAD_INPUT,
+    get_parameter,
+    set_parameter,
+    to_datatype,
+)
+from splitnet.wire import (
+    inference_pb2 as pb,
+)
 
 __all__ = ["InferError", "InferenceCore"]
 
@@ -141,7 +149,9 @@ class InferenceCore:
             self.metrics.payload_bytes.labels(model.name).observe(len(payload))
         loop = asyncio.get_running_loop()
         try:
-            tensors = await loop.run_in_executor(self._decode_pool, _decode_and_check, model, payload)
+            tensors = await loop.run_in_executor(
+                self._decode_pool, _decode_and_check, model, payload
+            )
         except (codec.CodecError, ValueError) as e:
             raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         wanted = {o.name for o in request.outputs}
@@ -154,7 +164,9 @@ class InferenceCore:
             )
         top_k = get_parameter(request.parameters, "top_k", 5)
         if not isinstance(top_k, int) or top_k < 1:
-            raise InferError(grpc.StatusCode.INVALID_ARGUMENT, f"top_k must be a positive integer, got {top_k!r}")
+            raise InferError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"top_k must be a positive integer, got {top_k!r}"
+            )
         frame = FrameInput(tensors, probabilities="probabilities" in wanted, top_k=top_k)
         result, stats = await self._batchers[model.name].submit(frame)
         if self.metrics is not None:
@@ -173,8 +185,12 @@ class InferenceCore:
             if model.task == "segmentation" and name not in wanted:
                 continue
             array = np.ascontiguousarray(array)
-            response.outputs.add(name=name, datatype=to_datatype(array.dtype), shape=list(array.shape))
-            response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+            response.outputs.add(
+                name=name, datatype=to_datatype(array.dtype), shape=list(array.shape)
+            )
+            response.raw_output_contents.append(
+                array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            )
         return response
 
     def _count(self, model: str, status: str) -> None:
@@ -198,7 +214,10 @@ def _payload(request: pb.ModelInferRequest) -> bytes:
         )
     tensor = request.inputs[0]
     if tensor.datatype != "UINT8":
-        raise InferError(grpc.StatusCode.INVALID_ARGUMENT, f"input {PAYLOAD_INPUT!r} must be UINT8, got {tensor.datatype}")
+        raise InferError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input {PAYLOAD_INPUT!r} must be UINT8, got {tensor.datatype}",
+        )
     if request.raw_input_contents:
         payload = request.raw_input_contents[0]
     else:

@@ -29,21 +29,38 @@ class Metrics:
         return cls(
             registry=r,
             requests=Counter(
-                "splitnet_requests", "Inference requests by model and outcome (ok, duplicate, or a gRPC status)",
-                ["model", "status"], registry=r,
+                "splitnet_requests",
+                "Inference requests by model and outcome (ok, duplicate, or a gRPC status)",
+                ["model", "status"],
+                registry=r,
             ),
             queue_seconds=Histogram(
-                "splitnet_queue_seconds", "Time a frame waited for its batch", ["model"], buckets=_SECONDS, registry=r
+                "splitnet_queue_seconds",
+                "Time a frame waited for its batch",
+                ["model"],
+                buckets=_SECONDS,
+                registry=r,
             ),
             compute_seconds=Histogram(
-                "splitnet_compute_seconds", "Tail compute time per frame (a batch's time / its frames)", ["model"], buckets=_SECONDS, registry=r
+                "splitnet_compute_seconds",
+                "Tail compute time per frame (a batch's time / its frames)",
+                ["model"],
+                buckets=_SECONDS,
+                registry=r,
             ),
             batch_size=Histogram(
-                "splitnet_batch_size", "Size of the batch each frame ran in", ["model"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+                "splitnet_batch_size",
+                "Size of the batch each frame ran in",
+                ["model"],
+                buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
                 registry=r,
             ),
             payload_bytes=Histogram(
-                "splitnet_payload_bytes", "Codec payload size", ["model"], buckets=_BYTES, registry=r
+                "splitnet_payload_bytes",
+                "Codec payload size",
+                ["model"],
+                buckets=_BYTES,
+                registry=r,
             ),
         )
 

@@ -36,7 +36,9 @@ class TailModel:
     (``classes``, INT64) and their ``probabilities`` (FP32).
     """
 
-    def __init__(self, bundle_dir: str | os.PathLike, *, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(
+        self, bundle_dir: str | os.PathLike, *, device: str = "cpu", precision: str = "fp32"
+    ) -> None:
         from splitnet.export import load_tail  # torch-side loader of tail.pt2
 
         self.path = Path(bundle_dir)
@@ -67,7 +69,9 @@ class TailModel:
         """The decoded tensors as float32, or ``ValueError`` when they do not match the bundle."""
         specs = self.manifest.crossing
         if len(tensors) != len(specs):
-            raise ValueError(f"model {self.name} takes {len(specs)} crossing tensors, the payload has {len(tensors)}")
+            raise ValueError(
+                f"model {self.name} takes {len(specs)} crossing tensors, the payload has {len(tensors)}"
+            )
         out = []
         for i, (t, spec) in enumerate(zip(tensors, specs, strict=True)):
             if tuple(t.shape) != tuple(spec.shape):
@@ -75,7 +79,9 @@ class TailModel:
                     f"crossing tensor {i} ({spec.name}) must have shape {list(spec.shape)}, got {list(t.shape)}"
                 )
             if t.dtype.kind != "f":
-                raise ValueError(f"crossing tensor {i} ({spec.name}) must be floating point, got {t.dtype}")
+                raise ValueError(
+                    f"crossing tensor {i} ({spec.name}) must be floating point, got {t.dtype}"
+                )
             out.append(np.ascontiguousarray(t, dtype=np.float32))
         return out
 
@@ -87,7 +93,9 @@ class TailModel:
             return [r for f in frames for r in self.run_batch([f])]
         with torch.inference_mode():
             inputs = [
-                torch.from_numpy(np.concatenate([f.tensors[i] for f in frames])).to(self.device, non_blocking=True)
+                torch.from_numpy(np.concatenate([f.tensors[i] for f in frames])).to(
+                    self.device, non_blocking=True
+                )
                 for i in range(len(self.manifest.crossing))
             ]
             if self.autocast_dtype is not None:
@@ -100,7 +108,9 @@ class TailModel:
                 return self._masks(logits, frames)
             return self._classes(logits, frames)
 
-    def _masks(self, logits: torch.Tensor, frames: Sequence[FrameInput]) -> list[dict[str, np.ndarray]]:
+    def _masks(
+        self, logits: torch.Tensor, frames: Sequence[FrameInput]
+    ) -> list[dict[str, np.ndarray]]:
         probs = logits.sigmoid() if self.manifest.output.multilabel else logits.softmax(dim=1)
         best, idx = probs.max(dim=1)
         if self.manifest.output.multilabel:
@@ -118,7 +128,9 @@ class TailModel:
             results.append(r)
         return results
 
-    def _classes(self, logits: torch.Tensor, frames: Sequence[FrameInput]) -> list[dict[str, np.ndarray]]:
+    def _classes(
+        self, logits: torch.Tensor, frames: Sequence[FrameInput]
+    ) -> list[dict[str, np.ndarray]]:
         probs = logits.sigmoid() if self.manifest.output.multilabel else logits.softmax(dim=1)
         k = min(max(f.top_k for f in frames), probs.shape[1])
         top_p, top_i = probs.topk(k, dim=1)

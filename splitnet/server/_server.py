@@ -16,7 +16,8 @@ from splitnet.server._core import InferenceCore
 from splitnet.server._metrics import Metrics
 from splitnet.server._models import TailModel, load_repository
 from splitnet.server._servicer import InferenceServicer
-from splitnet.wire import inference_pb2 as pb, inference_pb2_grpc as pb_grpc
+from splitnet.wire import inference_pb2 as pb
+from splitnet.wire import inference_pb2_grpc as pb_grpc
 
 __all__ = ["InferenceServer", "ServerConfig"]
 
@@ -80,15 +81,22 @@ class InferenceServer:
             raise ValueError("--tls-ca needs --tls-cert and --tls-key")
         self.config = config
         self.device = _device(config.device)
-        self.models = models if models is not None else load_repository(
-            config.repository, device=self.device, precision=config.precision
+        self.models = (
+            models
+            if models is not None
+            else load_repository(config.repository, device=self.device, precision=config.precision)
         )
         self.metrics = Metrics.create()
         self.core = InferenceCore(
-            self.models, max_batch=config.max_batch, max_delay_ms=config.max_delay_ms, metrics=self.metrics
+            self.models,
+            max_batch=config.max_batch,
+            max_delay_ms=config.max_delay_ms,
+            metrics=self.metrics,
         )
         self.servicer = InferenceServicer(self.core)
-        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.health = (
+            health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        )
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -109,7 +117,11 @@ class InferenceServer:
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             self._server,
         )
         address = f"{cfg.host}:{cfg.port}"
@@ -130,11 +142,15 @@ class InferenceServer:
         if cfg.metrics_port is not None:
             from prometheus_client import start_http_server
 
-            started = start_http_server(cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry)
+            started = start_http_server(
+                cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry
+            )
             if isinstance(started, tuple):
                 self._metrics_server = started[0]
                 self.metrics_port = self._metrics_server.server_port
-        log.info("serving %s on %s:%s (%s)", ", ".join(self.models), cfg.host, self.port, self.device)
+        log.info(
+            "serving %s on %s:%s (%s)", ", ".join(self.models), cfg.host, self.port, self.device
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Stops taking calls, lets those in flight finish (``grace`` seconds), shuts down."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import grpc
-
 from splitnet import __version__
 from splitnet.server._core import InferenceCore, InferError
-from splitnet.wire import PAYLOAD_INPUT, inference_pb2 as pb, inference_pb2_grpc as pb_grpc
+from splitnet.wire import PAYLOAD_INPUT
+from splitnet.wire import inference_pb2 as pb
+from splitnet.wire import inference_pb2_grpc as pb_grpc
 
 __all__ = ["InferenceServicer"]
 
@@ -39,14 +39,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=self.ready and request.name in self.core.models)
 
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="splitnet", version=__version__, extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(
+            name="splitnet", version=__version__, extensions=EXTENSIONS
+        )
 
     async def ModelMetadata(self, request, context) -> pb.ModelMetadataResponse:
         try:
             model = self.core.model(request.name)
         except InferError as e:
             await context.abort(e.code, e.message)
-        response = pb.ModelMetadataResponse(name=model.name, versions=["1"], platform="splitnet_torch_export")
+        response = pb.ModelMetadataResponse(
+            name=model.name, versions=["1"], platform="splitnet_torch_export"
+        )
         response.inputs.add(name=PAYLOAD_INPUT, datatype="UINT8", shape=[-1])
         for name, datatype, shape in model.output_metadata():
             response.outputs.add(name=name, datatype=datatype, shape=shape)
@@ -58,7 +62,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except InferError as e:
             await context.abort(e.code, e.message)
 
-    async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async def ModelStreamInfer(
+        self, request_iterator, context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         responses: asyncio.Queue = asyncio.Queue()
         slots = asyncio.Semaphore(self.max_stream_inflight)
         tasks: set[asyncio.Task] = set()

@@ -56,7 +56,9 @@ def to_numpy_dtype(datatype: str) -> np.dtype:
     try:
         return DATATYPES[datatype]
     except KeyError:
-        raise ValueError(f"unsupported datatype {datatype!r}; supported: {', '.join(DATATYPES)}") from None
+        raise ValueError(
+            f"unsupported datatype {datatype!r}; supported: {', '.join(DATATYPES)}"
+        ) from None
 
 
 def set_parameter(params, key: str, value: bool | int | float | str) -> None:
@@ -111,7 +113,9 @@ def output_arrays(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
         shape = tuple(int(d) for d in out.shape)
         if raw:
             if i >= len(raw):
-                raise ValueError(f"response has {len(response.outputs)} outputs but {len(raw)} raw contents")
+                raise ValueError(
+                    f"response has {len(response.outputs)} outputs but {len(raw)} raw contents"
+                )
             arr = np.frombuffer(raw[i], dtype=dtype.newbyteorder("<"))
         else:
             arr = np.asarray(getattr(out.contents, _CONTENTS_FIELD[out.datatype]), dtype=dtype)
