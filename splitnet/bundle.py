@@ -212,7 +212,9 @@ class Manifest:
         if not crossing:
             raise BundleError("manifest lists no crossing tensors")
         if output.kind not in ("mask", "classes"):
-            raise BundleError(f"manifest output.kind must be 'mask' or 'classes', got {output.kind!r}")
+            raise BundleError(
+                f"manifest output.kind must be 'mask' or 'classes', got {output.kind!r}"
+            )
         for key in ("xml", "bin"):
             if key not in m.head:
                 raise BundleError(f"manifest head is missing {key!r}")

@@ -662,3 +662,94 @@ def test_cli_config_file(tmp_path, capsys, repository):
     cfg.write_text("bundel: x\n")
     assert main(["device", "--config", str(cfg)]) == 2
     assert "unknown option 'bundel'" in capsys.readouterr().err
+
+
+def test_two_servers_are_balanced_round_robin(repository, models, tmp_path):
+    async def main():
+        a = InferenceServer(_config(repository), models=models)
+        b = InferenceServer(_config(repository), models=models)
+        await a.start()
+        await b.start()
+        try:
+            cfg = DaemonConfig(
+                bundle=repository / "unet",
+                servers=(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"),
+                frames=10,
+                window=4,
+            )
+            summary = await DeviceDaemon(cfg).run()
+            counts = [s.metrics.totals(s.metrics.batch_size, UNET)[1] for s in (a, b)]
+            return summary, counts
+        finally:
+            await a.stop(0)
+            await b.stop(0)
+
+    summary, counts = asyncio.run(main())
+    assert summary.ok == 10
+    assert sum(counts) == 10 and min(counts) > 0, counts  # both servers took frames
+
+
+def test_graceful_stop_drains_calls_in_flight(repository, models):
+    good = _payload(models, UNET)
+
+    async def main():
+        server = InferenceServer(_config(repository), models=models)
+        await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            calls = [
+                asyncio.ensure_future(stub.ModelInfer(make_infer_request(UNET, good)))
+                for _ in range(4)
+            ]
+            await asyncio.sleep(0.05)  # the calls are in flight
+            await server.stop(10)
+            return await asyncio.gather(*calls)
+
+    responses = asyncio.run(main())
+    assert all(output_arrays(r)["mask"].shape == (32, 64) for r in responses)
+
+
+def test_image_folder_and_video_sources(tmp_path):
+    from PIL import Image
+
+    from splitnet.device import open_source
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 70, 3), i * 50, np.uint8)).save(folder / f"{i}.png")
+    frames = list(open_source(str(folder), height=32, width=64))
+    assert (
+        len(frames) == 3
+        and frames[0].shape == (32, 64, 3)
+        and frames[2].mean() == pytest.approx(100, abs=1)
+    )
+    synthetic = open_source("synthetic", height=32, width=64, frames=5)
+    assert len(list(synthetic)) == 5 and not synthetic.live
+    assert open_source("synthetic", height=8, width=8, fps=10).live
+    with pytest.raises(ValueError, match="is not 'synthetic'"):
+        open_source("/no/such/source", height=8, width=8)
+
+    cv2 = pytest.importorskip("cv2")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 32))
+    for i in range(4):
+        writer.write(np.full((32, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    frames = list(open_source(str(video), height=32, width=64))
+    assert len(frames) == 4 and frames[0].shape == (32, 64, 3)
+
+
+@pytest.mark.gpu
+def test_tail_on_cuda_matches_cpu(repository):
+    from splitnet.server import TailModel
+    from splitnet.server._models import FrameInput
+
+    cpu = TailModel(repository / "unet", device="cpu")
+    gpu = TailModel(repository / "unet", device="cuda", precision="fp16")
+    rng = np.random.default_rng(0)
+    frame = FrameInput(
+        [np.abs(rng.normal(size=t.shape)).astype(np.float32) for t in cpu.manifest.crossing], True
+    )
+    a, b = cpu.run_batch([frame, frame]), gpu.run_batch([frame, frame])
+    np.testing.assert_allclose(a[0]["probabilities"], b[0]["probabilities"], atol=2e-2)

@@ -215,6 +215,10 @@ class DeviceDaemon:
         channel = self._channel()
         metadata = self._metadata()
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        if len(self.config.servers) > 1:
+            # round_robin sends a new stream to the next *ready* server: let the channel connect
+            # to every address before opening the streams, or they would all go to the first
+            await self._connect(channel)
         streams = [
             asyncio.create_task(self._stream(stub, i, metadata)) for i in range(len(self._queues))
         ]
@@ -229,6 +233,13 @@ class DeviceDaemon:
             self._pool.shutdown(wait=False)
         self._finish(time.perf_counter() - start)
         return self.summary
+
+    async def _connect(self, channel: grpc.aio.Channel, settle_s: float = 0.3) -> None:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), self.config.retry_timeout_s)
+        except TimeoutError:
+            return  # the streams wait and retry as usual
+        await asyncio.sleep(settle_s)
 
     async def _produce(self) -> None:
         loop = asyncio.get_running_loop()

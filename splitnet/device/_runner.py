@@ -85,7 +85,9 @@ class HeadRunner:
         if hint not in HINTS:
             raise DeviceError(f"unknown hint {hint!r}; hints: {', '.join(HINTS)}")
         if precision is not None and precision not in PRECISIONS:
-            raise DeviceError(f"unknown precision {precision!r}; precisions: {', '.join(PRECISIONS)}")
+            raise DeviceError(
+                f"unknown precision {precision!r}; precisions: {', '.join(PRECISIONS)}"
+            )
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise DeviceError(f"threads must be a positive integer, got {threads!r}")
         self.core = ov.Core()
@@ -101,9 +103,13 @@ class HeadRunner:
         props.update(config or {})
         head = self.manifest.head
         try:
-            model = self.core.read_model(self.bundle_dir / head["xml"], self.bundle_dir / head["bin"])
+            model = self.core.read_model(
+                self.bundle_dir / head["xml"], self.bundle_dir / head["bin"]
+            )
         except Exception as e:
-            raise BundleError(f"cannot read the head IR: {str(e).strip().splitlines()[0]}") from None
+            raise BundleError(
+                f"cannot read the head IR: {str(e).strip().splitlines()[0]}"
+            ) from None
         names = [o.get_any_name() if o.get_names() else "" for o in model.outputs]
         expected = [t.name for t in self.manifest.crossing]
         if names != expected:
@@ -134,7 +140,11 @@ class HeadRunner:
         virtual = ("AUTO", "MULTI", "HETERO", "BATCH")
         base = device.split(":", 1)[0].upper()
         if base in virtual:
-            wanted = [d.split("(")[0] for d in device.split(":", 1)[1].split(",")] if ":" in device else []
+            wanted = (
+                [d.split("(")[0] for d in device.split(":", 1)[1].split(",")]
+                if ":" in device
+                else []
+            )
         else:
             wanted = [device]
         for d in wanted:

@@ -159,4 +159,10 @@ def _bar(seconds: float, label: str, enabled: bool):
         from tqdm import tqdm
     except ImportError:  # tqdm is optional on a device
         return None
-    return tqdm(total=seconds, desc=label or "benchmark", unit="s", leave=False, bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s")
+    return tqdm(
+        total=seconds,
+        desc=label or "benchmark",
+        unit="s",
+        leave=False,
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s",
+    )

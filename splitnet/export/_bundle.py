@@ -152,9 +152,7 @@ def _run_ir(xml: Path, frames: list[np.ndarray]) -> list[list[np.ndarray]]:
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(
-        core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-    )
+    compiled = core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     req = compiled.create_infer_request()
     out = []
     for f in frames:
@@ -192,7 +190,9 @@ def _codec_section(name: str, options: Mapping[str, Any], calibration_batches) -
     calibrated_on = 0
     if calibration_batches:
         if codec.kind != KIND_QUANT:
-            raise ExportError(f"codec {name!r} does not quantize; --calibrate needs a q<bits> codec")
+            raise ExportError(
+                f"codec {name!r} does not quantize; --calibrate needs a q<bits> codec"
+            )
         codec = codec.calibrate(calibration_batches)
         calibrated_on = len(calibration_batches)
     config = codec.config()
@@ -357,7 +357,10 @@ def export_bundle(
 
             bar.set_description("manifest")
             opsets = sorted(
-                {f"{op.get_type_name()}-{op.get_type_info().version_id}" for op in ov_model.get_ordered_ops()}
+                {
+                    f"{op.get_type_name()}-{op.get_type_info().version_id}"
+                    for op in ov_model.get_ordered_ops()
+                }
             )
             files = {f: file_sha256(staging / f) for f in (HEAD_XML, HEAD_BIN, TAIL_FILE)}
             manifest = Manifest(
@@ -435,7 +438,9 @@ def load_tail(bundle_dir: str | os.PathLike, *, verify: bool = True) -> nn.Modul
     try:
         return torch.export.load(path).module()
     except Exception as e:
-        raise BundleError(f"cannot load the tail program {path}: {str(e).splitlines()[0]}") from None
+        raise BundleError(
+            f"cannot load the tail program {path}: {str(e).splitlines()[0]}"
+        ) from None
 
 
 class _NoBar:

@@ -164,7 +164,9 @@ class MyriadTarget(ExportTarget):
             if n is None:
                 reason = f"not a standard opset operation ({v})"
             elif n > max_opset:
-                reason = f"opset{n} is newer than opset{max_opset}, the last the MYRIAD plugin reads"
+                reason = (
+                    f"opset{n} is newer than opset{max_opset}, the last the MYRIAD plugin reads"
+                )
             elif t in always:
                 continue
             elif t not in supported:
