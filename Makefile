@@ -38,5 +38,8 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format splitnet tests experiments benchmarks
 
+proto: $(STAMP)
+	$(PY) proto/generate.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

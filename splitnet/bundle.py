@@ -141,6 +141,15 @@ class Manifest:
         """Indented JSON with lists of numbers or strings kept on one line."""
         return _dumps(self.to_dict()) + "\n"
 
+    def make_codec(self):
+        """The bundle's codec for the crossing tensors, calibration included (torch-free)."""
+        from splitnet.codec import get_codec
+
+        options = dict(self.codec.get("options") or {})
+        if self.codec.get("calibration") is not None:
+            options["calibration"] = self.codec["calibration"]
+        return get_codec(self.codec["name"], **options)
+
     @classmethod
     def from_dict(cls, doc: Any) -> Manifest:
         """Parses and checks a manifest document; raises :class:`BundleError`."""

@@ -39,3 +39,44 @@ def float_list(text: str) -> list[float]:
 def name_list(text: str) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]``."""
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def apply_config_file(
+    parser: argparse.ArgumentParser, argv_args: argparse.Namespace, path: str
+) -> argparse.Namespace:
+    """Fills the options not given on the command line from a YAML file whose keys
+    are the long option names (``max-batch: 8`` or ``max_batch: 8``)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} must hold a mapping of option names to values")
+    known = {
+        a.dest: a for a in parser._actions if a.dest not in ("help", "config", "func", "parser")
+    }
+    for key, value in doc.items():
+        dest = str(key).replace("-", "_")
+        if dest not in known:
+            raise ValueError(f"{path}: unknown option {key!r}; options: {', '.join(sorted(known))}")
+        action = known[dest]
+        if getattr(argv_args, dest) != action.default:
+            continue  # the command line wins
+        if isinstance(value, list) and action.type is name_list:
+            value = ",".join(map(str, value))
+        if action.type is not None and isinstance(value, str):
+            value = action.type(value)
+        setattr(argv_args, dest, value)
+    return argv_args
+
+
+def require(args: argparse.Namespace, *names: str) -> None:
+    """Options that must be given, on the command line or in ``--config``."""
+    missing = [n for n in names if getattr(args, n, None) in (None, [], "")]
+    if missing:
+        raise ValueError(
+            f"missing option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}"
+        )

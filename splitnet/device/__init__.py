@@ -10,14 +10,23 @@ Example:
     >>> print(benchmark_head(runner, seconds=5))
 """
 
+from splitnet.device._daemon import DaemonConfig, DeviceDaemon, Summary, run_daemon
 from splitnet.device._runner import DeviceError, FrameError, HeadRunner
+from splitnet.device._sources import FrameSource, open_source, synthetic_frames
 from splitnet.device.bench import HeadBenchmark, benchmark_callable, benchmark_head
 
 __all__ = [
+    "DaemonConfig",
+    "DeviceDaemon",
     "DeviceError",
     "FrameError",
+    "FrameSource",
     "HeadBenchmark",
     "HeadRunner",
+    "Summary",
     "benchmark_callable",
     "benchmark_head",
+    "open_source",
+    "run_daemon",
+    "synthetic_frames",
 ]

@@ -1,0 +1,77 @@
+"""``splitnet device --bundle DIR --server HOST:PORT``: run the head and stream to a server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from splitnet.cli import _args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "device",
+        help="the device daemon: head on OpenVINO, stream to the server",
+        description=__doc__,
+    )
+    p.add_argument("--config", help="YAML file of these options (the command line wins)")
+    p.add_argument("--bundle", help="the split bundle folder; required")
+    p.add_argument(
+        "--server", type=_args.name_list, metavar="HOST:PORT[,HOST:PORT...]", help="required"
+    )
+    p.add_argument(
+        "--source",
+        default="synthetic",
+        help="synthetic, an image folder, a video file or a camera index",
+    )
+    p.add_argument(
+        "--fps", type=float, help="pace the source (a paced source drops frames when behind)"
+    )
+    p.add_argument("--frames", type=int, help="stop after N frames")
+    p.add_argument(
+        "--out", help="write results (mask PNG / classes JSON per frame) and summary.json here"
+    )
+    p.add_argument("--window", type=int, default=8, help="frames in flight at most (default 8)")
+    p.add_argument("--ov-device", default="CPU", help="OpenVINO device for the head (default CPU)")
+    p.add_argument("--token-file")
+    p.add_argument("--tls-ca")
+    p.add_argument(
+        "--retry-timeout",
+        type=float,
+        default=60.0,
+        help="give up after this many seconds without a server",
+    )
+    p.add_argument("--probabilities", action="store_true", help="also fetch class probabilities")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run, parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from splitnet.device import DaemonConfig, run_daemon
+
+    if args.config:
+        _args.apply_config_file(args.parser, args, args.config)
+    _args.require(args, "bundle", "server")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    config = DaemonConfig(
+        bundle=args.bundle,
+        servers=tuple(args.server),
+        source=args.source,
+        fps=args.fps,
+        frames=args.frames,
+        out=args.out,
+        window=args.window,
+        device=args.ov_device,
+        token_file=args.token_file,
+        tls_ca=args.tls_ca,
+        retry_timeout_s=args.retry_timeout,
+        probabilities=args.probabilities,
+    )
+    summary = run_daemon(config)
+    print(json.dumps(asdict(summary), indent=2) if args.json else summary.format())
+    if summary.fatal:
+        raise ValueError(summary.fatal)
+    return 0

@@ -1,0 +1,96 @@
+"""``splitnet serve --repository DIR``: the KServe v2 gRPC server that runs the tails."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+from splitnet.cli import _args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the tails of a folder of bundles over gRPC (KServe v2)",
+        description=__doc__,
+    )
+    p.add_argument("--config", help="YAML file of these options (the command line wins)")
+    p.add_argument(
+        "--repository", help="folder of bundles (splitnet export --out DIR/NAME); required"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8001)
+    p.add_argument(
+        "--device", default="auto", help="cuda, cpu or auto (default: cuda when present)"
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "fp16", "bf16"),
+        help="autocast for the tails",
+    )
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--max-delay-ms", type=float, default=5.0)
+    p.add_argument(
+        "--metrics-port", type=int, default=8002, help="Prometheus port; -1 turns metrics off"
+    )
+    p.add_argument("--token-file", help="require 'authorization: Bearer <token in this file>'")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--tls-ca", help="also require client certificates signed by this CA")
+    p.add_argument("--max-message-mb", type=int, default=64)
+    p.set_defaults(func=run, parser=p)
+
+
+def config_from_args(args: argparse.Namespace):
+    from splitnet.server import ServerConfig
+
+    if args.config:
+        _args.apply_config_file(args.parser, args, args.config)
+    _args.require(args, "repository")
+    if args.max_batch < 1:
+        raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if args.max_delay_ms < 0:
+        raise ValueError(f"--max-delay-ms must be >= 0, got {args.max_delay_ms}")
+    return ServerConfig(
+        repository=args.repository,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        precision=args.precision,
+        max_batch=args.max_batch,
+        max_delay_ms=args.max_delay_ms,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        token_file=args.token_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        max_message_mb=args.max_message_mb,
+    )
+
+
+async def _serve(config) -> None:
+    from splitnet.server import InferenceServer
+
+    server = InferenceServer(config)
+    await server.start()
+    print(
+        f"serving {', '.join(server.models)} on {config.host}:{server.port} ({server.device})"
+        + (f", metrics on :{server.metrics_port}" if server.metrics_port else ""),
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("draining and stopping", flush=True)
+    await server.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    asyncio.run(_serve(config_from_args(args)))
+    return 0

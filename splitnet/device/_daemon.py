@@ -1,0 +1,452 @@
+"""The device daemon: frames -> head (OpenVINO) -> codec -> gRPC stream -> results.
+
+No torch: numpy, OpenVINO, grpc and the codec. The daemon keeps every frame it
+has sent until the server answers it; when a stream breaks (a server restart,
+a network cut) it reconnects with backoff and sends the unanswered frames
+again. The server answers a frame it has already run from its cache, and the
+daemon writes each frame's result once, so nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from splitnet.device._sources import open_source
+from splitnet.wire import (
+    get_parameter,
+    make_infer_request,
+    output_arrays,
+)
+from splitnet.wire import (
+    inference_pb2 as pb,
+)
+from splitnet.wire import (
+    inference_pb2_grpc as pb_grpc,
+)
+
+__all__ = ["DaemonConfig", "DeviceDaemon", "Summary", "run_daemon"]
+
+log = logging.getLogger("splitnet.device")
+
+# statuses after which a stream is opened again; any other ends the run (a configuration problem)
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.INTERNAL,
+}
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """What ``splitnet device`` takes.
+
+    Attributes:
+        bundle: the split bundle folder (head IR, manifest, codec).
+        servers: ``host:port`` addresses; several are balanced with round_robin.
+        source: ``synthetic``, an image folder, a video file or a camera index.
+        fps: pace the source at this rate (``None``: as fast as the pipeline goes).
+        frames: stop after this many frames (``None``: until the source ends).
+        out: write each frame's result here (mask PNG or classes JSON) and ``summary.json``.
+        window: frames in flight (sent, not yet answered) at most.
+        streams: concurrent streams (default: one per server address).
+        device: the OpenVINO device that runs the head.
+        token_file, tls_ca: bearer token and server CA for TLS.
+        retry_timeout_s: give up when no server answers for this long.
+        probabilities: ask for class probabilities too.
+    """
+
+    bundle: str | Path
+    servers: tuple[str, ...]
+    source: str = "synthetic"
+    fps: float | None = None
+    frames: int | None = None
+    out: str | Path | None = None
+    window: int = 8
+    streams: int | None = None
+    device: str = "CPU"
+    token_file: str | Path | None = None
+    tls_ca: str | Path | None = None
+    retry_timeout_s: float = 60.0
+    max_message_mb: int = 64
+    probabilities: bool = False
+    device_id: str | None = None
+
+
+@dataclass
+class Summary:
+    """What a run did. Latencies are end to end: frame captured -> result received."""
+
+    model: str
+    frames_captured: int = 0
+    frames_sent: int = 0
+    resent: int = 0
+    ok: int = 0
+    failed: int = 0
+    dropped: int = 0
+    unacknowledged: int = 0
+    reconnects: int = 0
+    elapsed_s: float = 0.0
+    fps: float = 0.0
+    latency_mean_ms: float = 0.0
+    latency_p95_ms: float = 0.0
+    wire_bytes: int = 0
+    wire_mbps: float = 0.0
+    payload_bytes_mean: float = 0.0
+    head_ms_mean: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    fatal: str | None = None  # why the run stopped early (a refused stream, no server)
+
+    def format(self) -> str:
+        return (
+            f"{self.model}: {self.frames_sent} frames sent, {self.ok} ok, {self.failed} failed, "
+            f"{self.dropped} dropped, {self.unacknowledged} unacknowledged ({self.resent} re-sent, "
+            f"{self.reconnects} reconnects)\n"
+            f"{self.fps:.2f} FPS, latency mean {self.latency_mean_ms:.1f} ms, p95 {self.latency_p95_ms:.1f} ms, "
+            f"{self.wire_mbps:.2f} Mbit/s on the wire ({self.payload_bytes_mean / 1e3:.1f} kB/frame), "
+            f"head {self.head_ms_mean:.1f} ms/frame"
+        )
+
+
+@dataclass
+class _Pending:
+    frame_id: int
+    request: pb.ModelInferRequest
+    captured: float
+    stream: int
+    sent: int = 0
+
+
+class DeviceDaemon:
+    """Runs the pipeline of :class:`DaemonConfig` once; ``await run()`` returns the summary.
+
+    A run that cannot go on (the server refuses the stream, or no server answers
+    within ``retry_timeout_s``) stops early with ``summary.fatal`` set; the frames
+    it had not got answers for are listed in ``summary.json``.
+    """
+
+    def __init__(self, config: DaemonConfig) -> None:
+        from splitnet.device._runner import HeadRunner
+
+        if not config.servers:
+            raise ValueError("no server address given")
+        if config.window < 1:
+            raise ValueError(f"window must be >= 1, got {config.window}")
+        if config.fps is not None and config.fps <= 0:
+            raise ValueError(f"fps must be > 0, got {config.fps}")
+        self.config = config
+        self.runner = HeadRunner(config.bundle, device=config.device)
+        self.manifest = self.runner.manifest
+        self.codec = self.manifest.make_codec()
+        h, w = self.manifest.input.frame_shape[:2]
+        self.source = open_source(
+            config.source, height=h, width=w, frames=config.frames, fps=config.fps
+        )
+        self.device_id = config.device_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.out = Path(config.out) if config.out else None
+        if self.out:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.summary = Summary(model=self.manifest.name)
+        self._pending: dict[int, _Pending] = {}
+        self._latencies: list[float] = []
+        self._head_s: list[float] = []
+        self._payload_sizes: list[int] = []
+        n_streams = config.streams or len(config.servers)
+        self._queues: list[asyncio.Queue[_Pending]] = [asyncio.Queue() for _ in range(n_streams)]
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="device")
+        self._fatal: BaseException | None = None
+
+    # -- channel ------------------------------------------------------------------------------
+
+    def _channel(self) -> grpc.aio.Channel:
+        cfg = self.config
+        limit = cfg.max_message_mb << 20
+        options = [
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        hosts = ",".join(cfg.servers)
+        target = (
+            f"ipv4:{hosts}"
+            if len(cfg.servers) > 1 and all(_is_ipv4(s) for s in cfg.servers)
+            else hosts
+        )
+        if len(cfg.servers) > 1 and target == hosts:
+            raise ValueError(
+                "several --server addresses must be IPv4 host:port (round_robin over them)"
+            )
+        if cfg.tls_ca:
+            creds = grpc.ssl_channel_credentials(root_certificates=Path(cfg.tls_ca).read_bytes())
+            return grpc.aio.secure_channel(target, creds, options=options)
+        return grpc.aio.insecure_channel(target, options=options)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        if self.config.token_file is None:
+            return ()
+        from splitnet.server._auth import read_token  # plain-Python helper, no torch
+
+        return (("authorization", f"Bearer {read_token(self.config.token_file)}"),)
+
+    # -- pipeline -----------------------------------------------------------------------------
+
+    async def run(self) -> Summary:
+        start = time.perf_counter()
+        self._slots = asyncio.Semaphore(self.config.window)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        channel = self._channel()
+        metadata = self._metadata()
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        if len(self.config.servers) > 1:
+            # round_robin sends a new stream to the next *ready* server: let the channel connect
+            # to every address before opening the streams, or they would all go to the first
+            await self._connect(channel)
+        streams = [
+            asyncio.create_task(self._stream(stub, i, metadata)) for i in range(len(self._queues))
+        ]
+        try:
+            await self._produce()
+            await self._drain(streams)
+        finally:
+            for t in streams:
+                t.cancel()
+            await asyncio.gather(*streams, return_exceptions=True)
+            await channel.close()
+            self._pool.shutdown(wait=False)
+        self._finish(time.perf_counter() - start)
+        return self.summary
+
+    async def _connect(self, channel: grpc.aio.Channel, settle_s: float = 0.3) -> None:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), self.config.retry_timeout_s)
+        except TimeoutError:
+            return  # the streams wait and retry as usual
+        await asyncio.sleep(settle_s)
+
+    async def _produce(self) -> None:
+        loop = asyncio.get_running_loop()
+        frames = iter(self.source)
+        period = 1.0 / self.config.fps if self.config.fps else 0.0
+        next_at = time.perf_counter()
+        frame_id = 0
+        while self._fatal is None:
+            if period:
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                next_at = max(next_at + period, time.perf_counter() - period)
+            frame = await loop.run_in_executor(self._pool, next, frames, None)
+            if frame is None:
+                return
+            captured = time.perf_counter()
+            self.summary.frames_captured += 1
+            if self.source.live and self._slots.locked():
+                self.summary.dropped += 1  # a live source does not wait for the network
+                continue
+            await self._slots.acquire()
+            try:
+                request = await loop.run_in_executor(self._pool, self._encode, frame, frame_id)
+            except Exception:
+                self._slots.release()
+                raise
+            pending = _Pending(frame_id, request, captured, stream=frame_id % len(self._queues))
+            self._pending[frame_id] = pending
+            self._idle.clear()
+            self.summary.frames_sent += 1
+            await self._queues[pending.stream].put(pending)
+            frame_id += 1
+
+    def _encode(self, frame: np.ndarray, frame_id: int) -> pb.ModelInferRequest:
+        """Head, codec, request: runs in a worker thread (OpenVINO and zstd release the GIL)."""
+        t0 = time.perf_counter()
+        tensors = self.runner(frame)
+        self._head_s.append(time.perf_counter() - t0)
+        payload = self.codec.encode(tensors)
+        limit = self.config.max_message_mb << 20
+        if len(payload) > limit - 4096:
+            raise ValueError(
+                f"frame {frame_id}: payload of {len(payload)} bytes exceeds the {self.config.max_message_mb} MB limit"
+            )
+        self._payload_sizes.append(len(payload))
+        outputs = (
+            ["mask", "probabilities"]
+            if self.config.probabilities and self.manifest.task == "segmentation"
+            else None
+        )
+        return make_infer_request(
+            self.manifest.name,
+            payload,
+            request_id=f"{self.device_id}/{frame_id}",
+            parameters={"device_id": self.device_id, "frame_id": frame_id},
+            outputs=outputs,
+        )
+
+    async def _drain(self, streams: Sequence[asyncio.Task]) -> None:
+        """Waits until every sent frame is answered (or a stream gives up)."""
+        idle = asyncio.create_task(self._idle.wait())
+        try:
+            await asyncio.wait([idle, *streams], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+
+    async def _stream(self, stub, index: int, metadata) -> None:
+        """One stream, opened again after each break; re-sends what is unanswered."""
+        queue = self._queues[index]
+        backoff = 0.1
+        last_ok = time.perf_counter()
+        first = True
+        while True:
+            call = stub.ModelStreamInfer(metadata=metadata, wait_for_ready=True)
+            if not first:
+                self.summary.reconnects += 1
+            first = False
+            resend = sorted(
+                (p for p in self._pending.values() if p.stream == index and p.sent),
+                key=lambda p: p.frame_id,
+            )
+            writer = asyncio.create_task(self._write(call, queue, resend))
+            try:
+                async for response in call:
+                    backoff, last_ok = 0.1, time.perf_counter()
+                    self._answer(response)
+                await writer
+                return
+            except grpc.aio.AioRpcError as e:
+                writer.cancel()
+                if e.code() not in RETRYABLE:
+                    self._fatal = ValueError(
+                        f"server refused the stream: {e.code().name}: {e.details()}"
+                    )
+                    self._idle.set()
+                    return
+                if time.perf_counter() - last_ok > self.config.retry_timeout_s:
+                    self._fatal = ConnectionError(
+                        f"no server answered for {self.config.retry_timeout_s:.0f} s: {e.code().name}: {e.details()}"
+                    )
+                    self._idle.set()
+                    return
+                log.warning(
+                    "stream %d broke (%s); reconnecting in %.1f s", index, e.code().name, backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+
+    async def _write(self, call, queue: asyncio.Queue[_Pending], resend: list[_Pending]) -> None:
+        for p in resend:
+            if p.frame_id in self._pending:
+                self.summary.resent += 1
+                await self._send(call, p)
+        while True:
+            p = await queue.get()
+            if p.frame_id in self._pending:
+                await self._send(call, p)
+
+    async def _send(self, call, p: _Pending) -> None:
+        p.sent += 1
+        self.summary.wire_bytes += p.request.ByteSize()
+        await call.write(p.request)
+
+    def _answer(self, response: pb.ModelStreamInferResponse) -> None:
+        params = response.infer_response.parameters
+        frame_id = get_parameter(params, "frame_id")
+        if get_parameter(params, "device_id") != self.device_id or frame_id is None:
+            return
+        p = self._pending.pop(int(frame_id), None)
+        if p is None:
+            return  # a duplicate answer to a re-sent frame
+        self._slots.release()
+        if not self._pending:
+            self._idle.set()
+        if response.error_message:
+            self.summary.failed += 1
+            if len(self.summary.errors) < 10:
+                self.summary.errors.append(f"frame {frame_id}: {response.error_message}")
+            return
+        self.summary.ok += 1
+        self._latencies.append(time.perf_counter() - p.captured)
+        if self.out is not None:
+            self._write_result(p.frame_id, output_arrays(response.infer_response))
+
+    def _write_result(self, frame_id: int, outputs: dict[str, np.ndarray]) -> None:
+        if "mask" in outputs:
+            from PIL import Image
+
+            _atomic(
+                self.out / f"{frame_id:08d}.png",
+                lambda f: Image.fromarray(outputs["mask"]).save(f, format="PNG"),
+            )
+            if "probabilities" in outputs:
+                _atomic(
+                    self.out / f"{frame_id:08d}.npy", lambda f: np.save(f, outputs["probabilities"])
+                )
+        else:
+            names = self.manifest.output.class_names
+            doc = {
+                "frame_id": frame_id,
+                "classes": outputs["classes"].tolist(),
+                "probabilities": [round(float(p), 6) for p in outputs["probabilities"]],
+                "class_names": [
+                    names[i] if i < len(names) else f"class_{i}"
+                    for i in outputs["classes"].tolist()
+                ],
+            }
+            _atomic(self.out / f"{frame_id:08d}.json", lambda f: f.write(json.dumps(doc).encode()))
+
+    def _finish(self, elapsed: float) -> None:
+        s = self.summary
+        s.unacknowledged = len(self._pending)
+        s.elapsed_s = round(elapsed, 3)
+        s.fps = s.ok / elapsed if elapsed > 0 else 0.0
+        if self._latencies:
+            lat = np.asarray(self._latencies) * 1000
+            s.latency_mean_ms = float(lat.mean())
+            s.latency_p95_ms = float(np.percentile(lat, 95))
+        s.wire_mbps = s.wire_bytes * 8 / elapsed / 1e6 if elapsed > 0 else 0.0
+        s.payload_bytes_mean = float(np.mean(self._payload_sizes)) if self._payload_sizes else 0.0
+        s.head_ms_mean = float(np.mean(self._head_s) * 1000) if self._head_s else 0.0
+        if self._fatal is not None:
+            s.fatal = str(self._fatal)
+        if self.out is not None:
+            doc = asdict(s) | {"unacknowledged_frames": sorted(self._pending)}
+            _atomic(
+                self.out / "summary.json", lambda f: f.write(json.dumps(doc, indent=2).encode())
+            )
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def _is_ipv4(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    parts = host.split(".")
+    return port.isdigit() and len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+
+
+def run_daemon(config: DaemonConfig) -> Summary:
+    """Runs a daemon to the end of its source; the blocking entry point of ``splitnet device``."""
+    return asyncio.run(DeviceDaemon(config).run())

@@ -1,0 +1,119 @@
+"""Dynamic batching: requests that arrive close together run as one batch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+__all__ = ["BatchStats", "DynamicBatcher"]
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """How one item was batched: the batch size, its wait in the queue, the batch's compute time."""
+
+    batch_size: int
+    queue_s: float
+    compute_s: float
+
+
+class DynamicBatcher(Generic[T, R]):
+    """Collects items into batches of at most ``max_batch``, waiting at most ``max_delay_s``.
+
+    A batch starts with the first waiting item and closes when it is full or
+    ``max_delay_s`` after that item arrived. Batches run one at a time, off the
+    event loop, in ``executor``: while one runs, the next fills up, so under
+    load batches grow by themselves. ``run_batch(items) -> results`` must return
+    one result (or an ``Exception`` instance, which fails only that item) per item.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[T]], Sequence[R | Exception]],
+        *,
+        max_batch: int = 8,
+        max_delay_s: float = 0.005,
+        executor: Executor | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_delay_s < 0:
+            raise ValueError(f"max_delay must be >= 0, got {max_delay_s}")
+        self._run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self._executor = executor
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future, float]] = asyncio.Queue()
+        self._worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Finishes every queued item, then stops the worker."""
+        while self._worker is not None and not self._queue.empty():
+            await asyncio.sleep(0.001)
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+
+    async def submit(self, item: T) -> tuple[R, BatchStats]:
+        """Queues ``item``; returns its result and how it was batched."""
+        self.start()
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future, time.perf_counter()))
+        return await future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            deadline = first[2] + self.max_delay_s
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            batch = [b for b in batch if not b[1].cancelled()]
+            if not batch:
+                continue
+            start = time.perf_counter()
+            try:
+                results: Sequence[Any] = await loop.run_in_executor(
+                    self._executor, self._run_batch, [b[0] for b in batch]
+                )
+                if len(results) != len(batch):
+                    raise RuntimeError(
+                        f"run_batch returned {len(results)} results for {len(batch)} items"
+                    )
+            except Exception as e:  # the whole batch failed: every item gets the error
+                results = [e] * len(batch)
+            compute = time.perf_counter() - start
+            for (_, future, queued), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result((result, BatchStats(len(batch), start - queued, compute)))

@@ -1,0 +1,85 @@
+"""Prometheus metrics of a server, in a registry of its own (several servers may share a process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from splitnet.server._batcher import BatchStats
+
+__all__ = ["Metrics"]
+
+_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BYTES = tuple(2**k for k in range(10, 29, 2))
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    requests: Counter
+    queue_seconds: Histogram
+    compute_seconds: Histogram
+    batch_size: Histogram
+    payload_bytes: Histogram
+
+    @classmethod
+    def create(cls) -> Metrics:
+        r = CollectorRegistry()
+        return cls(
+            registry=r,
+            requests=Counter(
+                "splitnet_requests",
+                "Inference requests by model and outcome (ok, duplicate, or a gRPC status)",
+                ["model", "status"],
+                registry=r,
+            ),
+            queue_seconds=Histogram(
+                "splitnet_queue_seconds",
+                "Time a frame waited for its batch",
+                ["model"],
+                buckets=_SECONDS,
+                registry=r,
+            ),
+            compute_seconds=Histogram(
+                "splitnet_compute_seconds",
+                "Tail compute time per frame (a batch's time / its frames)",
+                ["model"],
+                buckets=_SECONDS,
+                registry=r,
+            ),
+            batch_size=Histogram(
+                "splitnet_batch_size",
+                "Size of the batch each frame ran in",
+                ["model"],
+                buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+                registry=r,
+            ),
+            payload_bytes=Histogram(
+                "splitnet_payload_bytes",
+                "Codec payload size",
+                ["model"],
+                buckets=_BYTES,
+                registry=r,
+            ),
+        )
+
+    @staticmethod
+    def totals(histogram: Histogram, model: str) -> tuple[float, float]:
+        """(sum, count) of a histogram for one model."""
+        total = count = 0.0
+        for metric in histogram.collect():
+            for sample in metric.samples:
+                if sample.labels.get("model") != model:
+                    continue
+                if sample.name.endswith("_sum"):
+                    total = sample.value
+                elif sample.name.endswith("_count"):
+                    count = sample.value
+        return total, count
+
+    def observe_batch(self, model: str, stats: BatchStats) -> None:
+        self.queue_seconds.labels(model).observe(stats.queue_s)
+        # one observation per frame: its share of the batch, so the sum is the tail's busy time
+        self.compute_seconds.labels(model).observe(stats.compute_s / stats.batch_size)
+        self.batch_size.labels(model).observe(stats.batch_size)

@@ -1,0 +1,162 @@
+"""A served model: one split bundle's tail, its checks and its post-processing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from splitnet.bundle import MANIFEST_FILE, Manifest, read_manifest
+
+__all__ = ["FrameInput", "TailModel", "load_repository"]
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """One frame's decoded crossing tensors and what the client asked for."""
+
+    tensors: list[np.ndarray]
+    probabilities: bool = False
+    top_k: int = 5
+
+
+class TailModel:
+    """Runs a bundle's tail on batches of frames and turns logits into results.
+
+    Segmentation models return ``mask`` (UINT8, H x W: 0 for background, else
+    1 + the most probable class; with independent sigmoid classes a pixel is
+    background when no class reaches 0.5) and, on request, ``probabilities``
+    (FP32, classes x H x W). Classifiers return the ``top_k`` class ids
+    (``classes``, INT64) and their ``probabilities`` (FP32).
+    """
+
+    def __init__(
+        self, bundle_dir: str | os.PathLike, *, device: str = "cpu", precision: str = "fp32"
+    ) -> None:
+        from splitnet.export import load_tail  # torch-side loader of tail.pt2
+
+        self.path = Path(bundle_dir)
+        self.manifest: Manifest = read_manifest(self.path)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.device = torch.device(device)
+        self.autocast_dtype = PRECISIONS[precision]
+        self.module = load_tail(self.path, verify=False).to(self.device)
+        self.batchable = self.manifest.tail.get("batch") == "dynamic"
+        self.max_batch = int(self.manifest.tail.get("max_batch") or 1) if self.batchable else 1
+        self.name = self.manifest.name
+
+    # -- contract -------------------------------------------------------------------------------
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    def output_metadata(self) -> list[tuple[str, str, list[int]]]:
+        """(name, datatype, shape) of each output, for ModelMetadata."""
+        if self.task == "segmentation":
+            c, h, w = self.manifest.num_classes, *self.manifest.input.shape[1:]
+            return [("mask", "UINT8", [h, w]), ("probabilities", "FP32", [c, h, w])]
+        return [("classes", "INT64", [-1]), ("probabilities", "FP32", [-1])]
+
+    def check(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The decoded tensors as float32, or ``ValueError`` when they do not match the bundle."""
+        specs = self.manifest.crossing
+        if len(tensors) != len(specs):
+            raise ValueError(
+                f"model {self.name} takes {len(specs)} crossing tensors, the payload has {len(tensors)}"
+            )
+        out = []
+        for i, (t, spec) in enumerate(zip(tensors, specs, strict=True)):
+            if tuple(t.shape) != tuple(spec.shape):
+                raise ValueError(
+                    f"crossing tensor {i} ({spec.name}) must have shape {list(spec.shape)}, got {list(t.shape)}"
+                )
+            if t.dtype.kind != "f":
+                raise ValueError(
+                    f"crossing tensor {i} ({spec.name}) must be floating point, got {t.dtype}"
+                )
+            out.append(np.ascontiguousarray(t, dtype=np.float32))
+        return out
+
+    # -- compute ----------------------------------------------------------------------------------
+
+    def run_batch(self, frames: Sequence[FrameInput]) -> list[dict[str, np.ndarray]]:
+        """Runs the tail on ``frames`` (batched when the tail allows) and post-processes."""
+        if not self.batchable and len(frames) > 1:
+            return [r for f in frames for r in self.run_batch([f])]
+        with torch.inference_mode():
+            inputs = [
+                torch.from_numpy(np.concatenate([f.tensors[i] for f in frames])).to(
+                    self.device, non_blocking=True
+                )
+                for i in range(len(self.manifest.crossing))
+            ]
+            if self.autocast_dtype is not None:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                    logits = self.module(*inputs)
+            else:
+                logits = self.module(*inputs)
+            logits = logits.float()
+            if self.task == "segmentation":
+                return self._masks(logits, frames)
+            return self._classes(logits, frames)
+
+    def _masks(
+        self, logits: torch.Tensor, frames: Sequence[FrameInput]
+    ) -> list[dict[str, np.ndarray]]:
+        probs = logits.sigmoid() if self.manifest.output.multilabel else logits.softmax(dim=1)
+        best, idx = probs.max(dim=1)
+        if self.manifest.output.multilabel:
+            mask = torch.where(best >= 0.5, idx + 1, torch.zeros_like(idx))
+        else:
+            mask = idx
+        mask = mask.to(torch.uint8).cpu().numpy()
+        want = [f.probabilities for f in frames]
+        probs_np = probs.cpu().numpy() if any(want) else None
+        results = []
+        for i, f in enumerate(frames):
+            r = {"mask": mask[i]}
+            if f.probabilities:
+                r["probabilities"] = probs_np[i]
+            results.append(r)
+        return results
+
+    def _classes(
+        self, logits: torch.Tensor, frames: Sequence[FrameInput]
+    ) -> list[dict[str, np.ndarray]]:
+        probs = logits.sigmoid() if self.manifest.output.multilabel else logits.softmax(dim=1)
+        k = min(max(f.top_k for f in frames), probs.shape[1])
+        top_p, top_i = probs.topk(k, dim=1)
+        top_p, top_i = top_p.cpu().numpy(), top_i.cpu().numpy()
+        return [
+            {"classes": top_i[i, : f.top_k].astype(np.int64), "probabilities": top_p[i, : f.top_k]}
+            for i, f in enumerate(frames)
+        ]
+
+
+def load_repository(
+    repository: str | os.PathLike, *, device: str = "cpu", precision: str = "fp32"
+) -> dict[str, TailModel]:
+    """Loads every bundle (a folder with a manifest) in ``repository``, by model name."""
+    root = Path(repository)
+    if not root.is_dir():
+        raise FileNotFoundError(f"model repository not found: {root}")
+    dirs = sorted(p.parent for p in root.glob(f"*/{MANIFEST_FILE}"))
+    if (root / MANIFEST_FILE).is_file():
+        dirs.insert(0, root)
+    if not dirs:
+        raise ValueError(f"no bundle (a folder with {MANIFEST_FILE}) in {root}")
+    models: dict[str, TailModel] = {}
+    for d in dirs:
+        model = TailModel(d, device=device, precision=precision)
+        if model.name in models:
+            raise ValueError(f"two bundles named {model.name!r}: {models[model.name].path} and {d}")
+        models[model.name] = model
+    return models

@@ -1,0 +1,176 @@
+"""Putting the server together: gRPC (aio), health, reflection, metrics, auth, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from splitnet.server._auth import TokenAuthInterceptor, read_token
+from splitnet.server._core import InferenceCore
+from splitnet.server._metrics import Metrics
+from splitnet.server._models import TailModel, load_repository
+from splitnet.server._servicer import InferenceServicer
+from splitnet.wire import inference_pb2 as pb
+from splitnet.wire import inference_pb2_grpc as pb_grpc
+
+__all__ = ["InferenceServer", "ServerConfig"]
+
+log = logging.getLogger("splitnet.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What ``splitnet serve`` takes.
+
+    Attributes:
+        repository: a folder of bundles (each a folder with ``manifest.json``).
+        host, port: where to listen (port 0: any free port, see ``InferenceServer.port``).
+        device: ``"cuda"``, ``"cpu"`` or ``"auto"`` (CUDA when present).
+        precision: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast for the tails.
+        max_batch, max_delay_ms: dynamic batching.
+        metrics_port: Prometheus HTTP port (``None``: no metrics endpoint; 0: any free port).
+        token_file: require ``authorization: Bearer <token>``.
+        tls_cert, tls_key, tls_ca: TLS; with ``tls_ca`` clients must present a certificate.
+        max_message_mb: the largest request or response message.
+        grace_s: how long a shutdown lets calls in flight finish.
+    """
+
+    repository: str | Path
+    host: str = "127.0.0.1"
+    port: int = 8001
+    device: str = "auto"
+    precision: str = "fp32"
+    max_batch: int = 8
+    max_delay_ms: float = 5.0
+    metrics_port: int | None = 8002
+    token_file: str | Path | None = None
+    tls_cert: str | Path | None = None
+    tls_key: str | Path | None = None
+    tls_ca: str | Path | None = None
+    max_message_mb: int = 64
+    grace_s: float = 10.0
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cuda", "cpu") and not name.startswith("cuda:"):
+        raise ValueError(f"--device must be cuda, cpu or auto, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but CUDA is not available here")
+    return name
+
+
+class InferenceServer:
+    """A running splitnet server. ``await start()``, then ``await stop()`` (or ``wait()``)."""
+
+    def __init__(self, config: ServerConfig, *, models: dict[str, TailModel] | None = None) -> None:
+        if (config.tls_cert is None) != (config.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if config.tls_ca is not None and config.tls_cert is None:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key")
+        self.config = config
+        self.device = _device(config.device)
+        self.models = (
+            models
+            if models is not None
+            else load_repository(config.repository, device=self.device, precision=config.precision)
+        )
+        self.metrics = Metrics.create()
+        self.core = InferenceCore(
+            self.models,
+            max_batch=config.max_batch,
+            max_delay_ms=config.max_delay_ms,
+            metrics=self.metrics,
+        )
+        self.servicer = InferenceServicer(self.core)
+        self.health = (
+            health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        )
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._metrics_server = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        interceptors = [TokenAuthInterceptor(read_token(cfg.token_file))] if cfg.token_file else []
+        limit = cfg.max_message_mb << 20
+        self._server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self._server,
+        )
+        address = f"{cfg.host}:{cfg.port}"
+        if cfg.tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())],
+                root_certificates=Path(cfg.tls_ca).read_bytes() if cfg.tls_ca else None,
+                require_client_auth=cfg.tls_ca is not None,
+            )
+            self.port = self._server.add_secure_port(address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"cannot listen on {address}")
+        await self._server.start()
+        for service in ("", SERVICE_NAME):
+            await _maybe_await(self.health.set(service, health_pb2.HealthCheckResponse.SERVING))
+        if cfg.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            started = start_http_server(
+                cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry
+            )
+            if isinstance(started, tuple):
+                self._metrics_server = started[0]
+                self.metrics_port = self._metrics_server.server_port
+        log.info(
+            "serving %s on %s:%s (%s)", ", ".join(self.models), cfg.host, self.port, self.device
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stops taking calls, lets those in flight finish (``grace`` seconds), shuts down."""
+        if self._server is None:
+            return
+        self.servicer.ready = False
+        for service in ("", SERVICE_NAME):
+            await _maybe_await(self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING))
+        await self._server.stop(self.config.grace_s if grace is None else grace)
+        await self.core.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        self._server = None
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def _maybe_await(value) -> None:
+    if asyncio.iscoroutine(value):
+        await value

@@ -1,0 +1,31 @@
+"""The wire format: KServe v2 gRPC messages and helpers between them and numpy.
+
+``inference_pb2`` / ``inference_pb2_grpc`` are generated from
+``proto/inference.proto`` by ``proto/generate.py``; this package imports
+numpy and protobuf/grpc, never torch (the device daemon uses it).
+"""
+
+from splitnet.wire import inference_pb2, inference_pb2_grpc
+from splitnet.wire._tensors import (
+    DATATYPES,
+    PAYLOAD_INPUT,
+    get_parameter,
+    make_infer_request,
+    output_arrays,
+    set_parameter,
+    to_datatype,
+    to_numpy_dtype,
+)
+
+__all__ = [
+    "DATATYPES",
+    "PAYLOAD_INPUT",
+    "get_parameter",
+    "inference_pb2",
+    "inference_pb2_grpc",
+    "make_infer_request",
+    "output_arrays",
+    "set_parameter",
+    "to_datatype",
+    "to_numpy_dtype",
+]

@@ -1,0 +1,126 @@
+"""numpy arrays <-> KServe v2 tensors, and typed request parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from splitnet.wire import inference_pb2 as pb
+
+# the one input of every splitnet model: a codec payload as a UINT8 vector
+PAYLOAD_INPUT = "payload"
+
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+_BY_DTYPE = {v: k for k, v in DATATYPES.items()}
+
+# which InferTensorContents field holds each datatype when raw contents are not used
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def to_datatype(dtype: np.dtype | type) -> str:
+    """numpy dtype -> KServe datatype name (``uint8`` -> ``"UINT8"``)."""
+    try:
+        return _BY_DTYPE[np.dtype(dtype)]
+    except KeyError:
+        raise ValueError(f"no KServe datatype for numpy dtype {np.dtype(dtype)}") from None
+
+
+def to_numpy_dtype(datatype: str) -> np.dtype:
+    """KServe datatype name -> numpy dtype; unknown names raise ``ValueError``."""
+    try:
+        return DATATYPES[datatype]
+    except KeyError:
+        raise ValueError(
+            f"unsupported datatype {datatype!r}; supported: {', '.join(DATATYPES)}"
+        ) from None
+
+
+def set_parameter(params, key: str, value: bool | int | float | str) -> None:
+    """Sets ``params[key]`` (a protobuf map of InferParameter) from a Python value."""
+    p = params[key]
+    if isinstance(value, bool):
+        p.bool_param = value
+    elif isinstance(value, int):
+        p.int64_param = value
+    elif isinstance(value, float):
+        p.double_param = value
+    elif isinstance(value, str):
+        p.string_param = value
+    else:
+        raise TypeError(f"parameter {key!r}: unsupported type {type(value).__name__}")
+
+
+def get_parameter(params, key: str, default=None):
+    """The Python value of ``params[key]``, or ``default`` when absent."""
+    if key not in params:
+        return default
+    p = params[key]
+    which = p.WhichOneof("parameter_choice")
+    return default if which is None else getattr(p, which)
+
+
+def make_infer_request(
+    model_name: str,
+    payload: bytes,
+    *,
+    request_id: str = "",
+    parameters: Mapping[str, bool | int | float | str] | None = None,
+    outputs: list[str] | None = None,
+) -> pb.ModelInferRequest:
+    """A ModelInferRequest carrying one codec payload as the UINT8 input ``payload``."""
+    req = pb.ModelInferRequest(model_name=model_name, id=request_id)
+    req.inputs.add(name=PAYLOAD_INPUT, datatype="UINT8", shape=[len(payload)])
+    req.raw_input_contents.append(payload)
+    for key, value in (parameters or {}).items():
+        set_parameter(req.parameters, key, value)
+    for name in outputs or ():
+        req.outputs.add(name=name)
+    return req
+
+
+def output_arrays(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    """The response's outputs as numpy arrays, by name (raw or typed contents)."""
+    arrays = {}
+    raw = list(response.raw_output_contents)
+    for i, out in enumerate(response.outputs):
+        dtype = to_numpy_dtype(out.datatype)
+        shape = tuple(int(d) for d in out.shape)
+        if raw:
+            if i >= len(raw):
+                raise ValueError(
+                    f"response has {len(response.outputs)} outputs but {len(raw)} raw contents"
+                )
+            arr = np.frombuffer(raw[i], dtype=dtype.newbyteorder("<"))
+        else:
+            arr = np.asarray(getattr(out.contents, _CONTENTS_FIELD[out.datatype]), dtype=dtype)
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if arr.size != count:
+            raise ValueError(f"output {out.name!r}: {arr.size} elements for shape {list(shape)}")
+        arrays[out.name] = arr.reshape(shape).astype(dtype, copy=False)
+    return arrays
