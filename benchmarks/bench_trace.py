@@ -36,13 +36,17 @@ def main() -> None:
             g.split(p)
         split_times.append(time.perf_counter() - t0)
     shape = "x".join(map(str, args.input))
-    print(f"| model | input | points | trace + enumerate (s, median of {args.repeats}) | split every point (s) |")
+    print(
+        f"| model | input | points | trace + enumerate (s, median of {args.repeats}) | split every point (s) |"
+    )
     print("|---|---|---|---|---|")
     print(
         f"| {args.model} | {shape} | {len(g.points)} | {statistics.median(times):.2f} "
         f"| {statistics.median(split_times):.2f} |"
     )
-    print(f"\nmachine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(
+        f"\nmachine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
 
 
 if __name__ == "__main__":

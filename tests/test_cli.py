@@ -12,7 +12,11 @@ from splitnet.cli import main
 def test_models_lists_the_zoo(capsys):
     assert main(["models", "fcn*"]) == 0
     out = capsys.readouterr().out.split("\n")
-    assert [line.split()[0] for line in out if line] == ["fcn16s-vgg16", "fcn32s-vgg16", "fcn8s-vgg16"]
+    assert [line.split()[0] for line in out if line] == [
+        "fcn16s-vgg16",
+        "fcn32s-vgg16",
+        "fcn8s-vgg16",
+    ]
 
 
 def test_points_table(capsys):

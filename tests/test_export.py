@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("openvino")
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
+from _no_torch import run_without_torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from splitnet.bundle import BundleError, Manifest, read_manifest  # noqa: E402
@@ -342,27 +343,18 @@ def test_head_runner_runs_without_torch(seg_bundle, tmp_path):
     np.save(tmp_path / "frame.npy", frame)
     want = HeadRunner(seg_bundle.bundle_dir)(frame)
     code = f"""
-import sys, importlib.abc
-class NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is hidden in this test")
-sys.meta_path.insert(0, NoTorch())
 import numpy as np
 from splitnet.device import HeadRunner, benchmark_head
 r = HeadRunner({str(seg_bundle.bundle_dir)!r})
 out = r(np.load({str(tmp_path / "frame.npy")!r}))
 np.savez({str(tmp_path / "out.npz")!r}, *out)
 benchmark_head(r, seconds=0.05, warmup=0)
-assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
 try:
     import torch
 except ImportError:
     print("torch hidden")
 """
-    res = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    res = run_without_torch(code)
     assert res.returncode == 0, res.stderr
     assert "torch hidden" in res.stdout
     got = np.load(tmp_path / "out.npz")

@@ -62,7 +62,9 @@ def test_registry_rejects_duplicates_and_lists_names():
         reg.get("b")
 
 
-@pytest.mark.parametrize("name", ["unet-vgg16", "fcn8s-vgg16", "pspnet-resnet50", "smp-fpn-efficientnet-b0"])
+@pytest.mark.parametrize(
+    "name", ["unet-vgg16", "fcn8s-vgg16", "pspnet-resnet50", "smp-fpn-efficientnet-b0"]
+)
 def test_segmentation_output_shape(name):
     model = create_model(name, num_classes=3)
     with torch.no_grad():
@@ -119,5 +121,11 @@ def test_weights_errors(tmp_path):
 
 
 def test_top_level_api_is_lazy_and_typed():
-    assert set(splitnet.__all__) >= {"create_model", "list_models", "trace", "get_codec", "list_codecs"}
+    assert set(splitnet.__all__) >= {
+        "create_model",
+        "list_models",
+        "trace",
+        "get_codec",
+        "list_codecs",
+    }
     assert splitnet.create_model is create_model

@@ -478,6 +478,26 @@ def test_device_daemon_streams_every_frame(repository, models, tmp_path):
     assert summary.wire_mbps > 0 and summary.latency_p95_ms >= summary.latency_mean_ms * 0.5
 
 
+def test_device_daemon_runs_without_torch(repository, models, tmp_path):
+    """The daemon as it runs on a device host: its own process, torch not importable."""
+    from _no_torch import run_without_torch
+
+    code = """
+from splitnet.cli import main
+rc = main(["device", "--bundle", sys.argv[1], "--server", sys.argv[2], "--frames", "5", "--out", sys.argv[3]])
+assert rc == 0, rc
+"""
+
+    async def body(server, port):
+        args = (str(repository / "unet"), f"127.0.0.1:{port}", str(tmp_path))
+        return await asyncio.to_thread(run_without_torch, code, args=args)
+
+    res = run_with_server(repository, models, body)
+    assert res.returncode == 0, res.stderr
+    assert "5 frames sent, 5 ok" in res.stdout
+    assert len(list(tmp_path.glob("*.png"))) == 5
+
+
 def test_server_restart_mid_stream_loses_no_frame(repository, models, tmp_path):
     """Stop the server after a few answers, start a new one on the same port: every frame's
     result reaches the output exactly once."""

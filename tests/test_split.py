@@ -45,7 +45,9 @@ def _spread(g, seed: int = 0) -> list[int]:
     return sorted({0, n - 1, *pools, *random.Random(seed).sample(range(n), min(4, n))})
 
 
-@pytest.mark.parametrize(("name", "kwargs", "size"), EQUALITY_MODELS, ids=[m[0] for m in EQUALITY_MODELS])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "size"), EQUALITY_MODELS, ids=[m[0] for m in EQUALITY_MODELS]
+)
 def test_tail_of_head_equals_model(name, kwargs, size):
     model = create_model(name, **kwargs)
     x = torch.randn(1, 3, size, size)
@@ -89,7 +91,9 @@ def test_unet_pool_crossing_sets():
 
 
 def test_plain_chain_carries_one_tensor():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.Flatten())
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.Flatten()
+    )
     g = trace(model, torch.randn(1, 3, 8, 8))
     assert [p.name for p in g.points] == ["0", "1", "2", "3"]
     assert [p.kind for p in g.points] == ["conv", "relu", "conv", "reshape"]
@@ -223,7 +227,15 @@ def test_every_torchvision_classifier_splits_exactly(name):
             assert torch.equal(tail(*head(x)), ref), f"{name} differs at {g.points[i].name}"
 
 
-SMP_ENCODERS = ["resnet34", "efficientnet-b0", "mobilenet_v2", "timm-efficientnet-b0", "mit_b0", "vgg11", "densenet121"]
+SMP_ENCODERS = [
+    "resnet34",
+    "efficientnet-b0",
+    "mobilenet_v2",
+    "timm-efficientnet-b0",
+    "mit_b0",
+    "vgg11",
+    "densenet121",
+]
 
 
 @pytest.mark.slow

@@ -25,17 +25,9 @@ import grpc
 import numpy as np
 
 from splitnet.device._sources import open_source
-from splitnet.wire import (
-    get_parameter,
-    make_infer_request,
-    output_arrays,
-)
-from splitnet.wire import (
-    inference_pb2 as pb,
-)
-from splitnet.wire import (
-    inference_pb2_grpc as pb_grpc,
-)
+from splitnet.wire import get_parameter, make_infer_request, output_arrays, read_token
+from splitnet.wire import inference_pb2 as pb
+from splitnet.wire import inference_pb2_grpc as pb_grpc
 
 __all__ = ["DaemonConfig", "DeviceDaemon", "Summary", "run_daemon"]
 
@@ -201,8 +193,6 @@ class DeviceDaemon:
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         if self.config.token_file is None:
             return ()
-        from splitnet.server._auth import read_token  # plain-Python helper, no torch
-
         return (("authorization", f"Bearer {read_token(self.config.token_file)}"),)
 
     # -- pipeline -----------------------------------------------------------------------------

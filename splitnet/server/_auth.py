@@ -6,19 +6,10 @@ import hmac
 
 import grpc
 
-__all__ = ["TokenAuthInterceptor", "read_token"]
+__all__ = ["TokenAuthInterceptor"]
 
 # health checks stay open to load balancers and orchestrators
 OPEN_METHODS = ("/grpc.health.v1.Health/",)
-
-
-def read_token(path) -> str:
-    """The token in ``path`` (surrounding whitespace stripped); an empty file is an error."""
-    with open(path, encoding="utf-8") as f:
-        token = f.read().strip()
-    if not token:
-        raise ValueError(f"token file {path} is empty")
-    return token
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):

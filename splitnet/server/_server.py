@@ -11,13 +11,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from splitnet.server._auth import TokenAuthInterceptor, read_token
+from splitnet.server._auth import TokenAuthInterceptor
 from splitnet.server._core import InferenceCore
 from splitnet.server._metrics import Metrics
 from splitnet.server._models import TailModel, load_repository
 from splitnet.server._servicer import InferenceServicer
 from splitnet.wire import inference_pb2 as pb
 from splitnet.wire import inference_pb2_grpc as pb_grpc
+from splitnet.wire import read_token
 
 __all__ = ["InferenceServer", "ServerConfig"]
 

@@ -6,6 +6,7 @@ numpy and protobuf/grpc, never torch (the device daemon uses it).
 """
 
 from splitnet.wire import inference_pb2, inference_pb2_grpc
+from splitnet.wire._auth import read_token
 from splitnet.wire._tensors import (
     DATATYPES,
     PAYLOAD_INPUT,
@@ -25,6 +26,7 @@ __all__ = [
     "inference_pb2_grpc",
     "make_infer_request",
     "output_arrays",
+    "read_token",
     "set_parameter",
     "to_datatype",
     "to_numpy_dtype",
