@@ -252,3 +252,22 @@ def test_smp_grid_splits_exactly(arch, encoder):
         for i in _spread(g):
             head, tail = g.split(i)
             assert torch.equal(tail(*head(x)), ref)
+
+
+def test_tail_arguments_are_identifiers_whatever_the_module_names():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.add_module("block-0", nn.Conv2d(3, 3, 1))
+            self.add_module("1", nn.Conv2d(3, 3, 1))
+
+        def forward(self, x):
+            a = getattr(self, "block-0")(x)
+            return getattr(self, "1")(a) + a
+
+    model = Odd()
+    x = torch.randn(1, 3, 4, 4)
+    g = trace(model, x)
+    assert [t.name for t in g.point("1").tensors] == ["block-0", "1"]
+    head, tail = g.split("1")
+    assert torch.equal(tail(*head(x)), model(x))

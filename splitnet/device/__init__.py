@@ -12,7 +12,7 @@ Example:
 
 from splitnet.device._daemon import DaemonConfig, DeviceDaemon, Summary, run_daemon
 from splitnet.device._runner import DeviceError, FrameError, HeadRunner
-from splitnet.device._sources import FrameSource, open_source, synthetic_frames
+from splitnet.device._sources import FrameSource, open_source
 from splitnet.device.bench import HeadBenchmark, benchmark_callable, benchmark_head
 
 __all__ = [
@@ -28,5 +28,4 @@ __all__ = [
     "benchmark_head",
     "open_source",
     "run_daemon",
-    "synthetic_frames",
 ]

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FrameSource", "open_source", "synthetic_frames"]
+from splitnet.synthetic import rgb_frames
+
+__all__ = ["FrameSource", "open_source"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -38,29 +40,6 @@ def _resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
-
-
-def synthetic_frames(height: int, width: int, *, seed: int = 0) -> Iterator[np.ndarray]:
-    """Endless steel-like frames: a brushed grey texture with a few dark scratches and pits."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    while True:
-        rows = rng.normal(0, 1, size=(height, 1)).astype(np.float32)
-        base = (
-            120
-            + 25
-            * np.cumsum(rows, axis=0)
-            / np.sqrt(np.arange(1, height + 1, dtype=np.float32))[:, None]
-        )
-        img = base + rng.normal(0, 6, size=(height, width)).astype(np.float32)
-        for _ in range(rng.integers(1, 4)):  # scratches: thin slanted lines
-            x0, slope = rng.uniform(0, width), rng.uniform(-0.3, 0.3)
-            img[np.abs(xx - (x0 + slope * yy)) < 1.5] -= 60
-        for _ in range(rng.integers(0, 6)):  # pits: small dark discs
-            cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(2, 6)
-            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] -= 70
-        gray = np.clip(img, 0, 255).astype(np.uint8)
-        yield np.repeat(gray[:, :, None], 3, axis=2)
 
 
 def _images(folder: Path, height: int, width: int) -> Iterator[np.ndarray]:
@@ -112,9 +91,9 @@ def open_source(
     """
     if spec == "synthetic":
         it, live, desc = (
-            synthetic_frames(height, width, seed=seed),
+            rgb_frames(height, width, seed=seed),
             fps is not None,
-            "synthetic frames",
+            "synthetic steel frames",
         )
     elif spec.isdigit():
         it, live, desc = _capture(int(spec), height, width), True, f"camera {spec}"

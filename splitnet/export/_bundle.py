@@ -109,8 +109,18 @@ def _versions() -> dict[str, str]:
 
 
 def _frames(n: int, spec: InputSpec, seed: int) -> list[np.ndarray]:
+    """Uniformly random frames: parity then sees every input value."""
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, size=spec.frame_shape, dtype=np.uint8) for _ in range(n)]
+
+
+def _steel_frames(n: int, spec: InputSpec, seed: int) -> list[np.ndarray]:
+    """Synthetic steel frames of the head's frame size, to calibrate the codec on."""
+    from splitnet.synthetic import rgb_frames
+
+    h, w, c = spec.frame_shape
+    frames = rgb_frames(h, w, seed=seed)
+    return [next(frames)[:, :, :c] for _ in range(n)]
 
 
 def _violation_summary(violations: list[OpViolation]) -> str:
@@ -362,13 +372,10 @@ def export_bundle(
             ov.save_model(ov_model, staging / HEAD_XML, compress_to_fp16=True)
 
             bar.set_description("parity")
-            frames = _frames(max(parity_frames, calibrate), spec, seed=0)
-            ov_out = _run_ir(staging / HEAD_XML, frames[:parity_frames])
+            frames = _frames(parity_frames, spec, seed=0)
+            ov_out = _run_ir(staging / HEAD_XML, frames)
             with torch.no_grad():
-                torch_out = [
-                    [t.numpy() for t in head(normalize_frame(f, spec))]
-                    for f in frames[: max(parity_frames, calibrate)]
-                ]
+                torch_out = [[t.numpy() for t in head(normalize_frame(f, spec))] for f in frames]
             report = compare_outputs(
                 [t.name for t in crossing],
                 ov_out,
@@ -388,9 +395,14 @@ def export_bundle(
             bar.update()
 
             bar.set_description("codec")
-            codec_info = _codec_section(
-                codec, codec_options or {}, torch_out[:calibrate] if calibrate else None
-            )
+            calibration = None
+            if calibrate:  # the crossing tensors of synthetic steel frames, not of noise
+                with torch.no_grad():
+                    calibration = [
+                        [t.numpy() for t in head(normalize_frame(f, spec))]
+                        for f in _steel_frames(calibrate, spec, seed=0)
+                    ]
+            codec_info = _codec_section(codec, codec_options or {}, calibration)
             bar.update()
 
             bar.set_description("manifest")

@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
-from splitnet.profile._baseline import STAND_IN, image_png_bytes, steel_like_frame
+from splitnet.profile._baseline import STAND_IN, image_png_bytes
 from splitnet.profile._report import (
     Baseline,
     ProfileRecord,
@@ -46,7 +46,6 @@ __all__ = [
     "profile_graph",
     "profile_model",
     "select_points",
-    "steel_like_frame",
 ]
 
 DEFAULT_BITS = (32, 16, 8, 4)
@@ -126,7 +125,7 @@ def image_baseline(
         input_shape: ``(C, H, W)``.
         fps: frame rates.
         image: a real image to measure the PNG size on (resized to ``H x W``);
-            default: a synthetic steel-like frame (:func:`steel_like_frame`).
+            default: frame 0 of the synthetic steel dataset.
     """
     c, h, w = (int(d) for d in input_shape)
     fps = check_fps(fps)

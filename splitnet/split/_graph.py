@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import keyword
 import logging
 import operator
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -94,6 +96,18 @@ class SplitPoint:
     def nbytes(self, bits: float = 32) -> float:
         """Bytes crossing the cut at ``bits`` per element."""
         return self.elements * bits / 8
+
+
+def _identifier(name: str, used: set[str]) -> str:
+    """A unique Python identifier for a tail argument (``layer1.0.add`` -> ``layer1_0_add``)."""
+    ident = re.sub(r"\W", "_", name)
+    if not ident or ident[0].isdigit() or keyword.iskeyword(ident):
+        ident = f"t_{ident}"
+    base, k = ident, 1
+    while ident in used:
+        ident, k = f"{base}_{k}", k + 1
+    used.add(ident)
+    return ident
 
 
 def _first_line(e: BaseException) -> str:
@@ -463,8 +477,9 @@ class SplitGraph:
 
         tail = fx.Graph()
         env = {}
+        used: set[str] = set()
         for v, t in zip(cross, p.tensors, strict=True):
-            env[v] = tail.placeholder(t.name.replace(".", "_"))
+            env[v] = tail.placeholder(_identifier(t.name, used))
             env[v].meta = dict(v.meta)
         for n in gm.graph.nodes:
             if n.op == "get_attr" or (n in self._pos and self._pos[n] > p.index):
