@@ -199,7 +199,18 @@ def test_plot_rejects_an_fps_not_in_the_report(small_report, tmp_path):
         (["profile", "mobilenet-v2", "--input", "3x64x64", "--fps", "10,-12"], "> 0"),
         (["profile", "mobilenet-v2", "--input", "3x64x64", "--points", "nope"], "no split point"),
         (["profile", "mobilenet-v2", "--input", "3x64x64", "--points", "99999"], "out of range"),
-        (["profile", "mobilenet-v2", "--input", "3x64x64", "--measure-fps"], "export module"),
+        (
+            [
+                "profile",
+                "mobilenet-v2",
+                "--input",
+                "3x64x64",
+                "--measure-fps",
+                "--measure-seconds",
+                "0",
+            ],
+            "--measure-seconds must be > 0",
+        ),
         (["profile", "mobilenet-v2", "--input", "3x64x64", "--plot", "a.pdf"], ".png"),
         (
             ["profile", "mobilenet-v2", "--input", "3x64x64", "--kind", "pool", "--all"],
@@ -217,3 +228,18 @@ def test_cli_bad_input_is_one_line_exit_2(capsys, argv, message):
     assert out == ""
     assert len(err.strip().splitlines()) == 1, err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.export
+def test_measure_fps_times_the_exported_head_and_the_tail(capsys):
+    """--measure-fps exports each point and runs the bench-head code on it."""
+    import json
+
+    argv = ["profile", "resnet18", "--input", "3x32x32", "--points", "maxpool,layer1.0.add"]
+    assert main([*argv, "--measure-fps", "--measure-seconds", "0.2", "--json", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    for p in doc["points"]:
+        assert p["device_fps"] > 0 and p["tail_latency_ms"] > 0
+        assert p["exported_head_bytes"] > 0
+    # the deeper head holds more weights
+    assert doc["points"][1]["exported_head_bytes"] > doc["points"][0]["exported_head_bytes"]

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -240,6 +241,8 @@ def profile_model(
     image: str | os.PathLike | None = None,
     num_classes: int | None = None,
     progress: bool = False,
+    measure_fps: bool = False,
+    measure_seconds: float = 3.0,
     **model_kwargs,
 ) -> ProfileReport:
     """Builds a registered model, traces it at ``input_shape`` and profiles its points.
@@ -250,6 +253,9 @@ def profile_model(
         kind, points: which points to report (see :func:`select_points`); default all.
         bits, fps, image, progress: see :func:`profile_graph`.
         num_classes: output classes (default: the model's).
+        measure_fps: also export each point and time its head with OpenVINO
+            (``device_fps``, as ``splitnet bench-head``) and its tail in torch
+            (``tail_latency_ms``), ``measure_seconds`` each.
         **model_kwargs: passed to ``create_model`` (e.g. ``width=0.25``).
     """
     import torch
@@ -264,7 +270,19 @@ def profile_model(
     chosen = select_points(g, kind=kind, points=points)
     if not chosen:
         raise SplitError(f"no split point of {name} matches the selection")
-    return profile_graph(g, chosen, bits=bits, fps=fps, image=image, progress=progress)
+    report = profile_graph(g, chosen, bits=bits, fps=fps, image=image, progress=progress)
+    if measure_fps:
+        from splitnet.profile._measure import measure_records
+
+        records = measure_records(
+            model,
+            report.points,
+            input_shape=input_shape,
+            seconds=measure_seconds,
+            progress=progress,
+        )
+        report = dataclasses.replace(report, points=tuple(records))
+    return report
 
 
 def check_bits(bits: Iterable[int]) -> tuple[int, ...]:
