@@ -1,9 +1,9 @@
 """Codec benchmark: coded size against the order-0 entropy, and q4+zstd throughput.
 
 Prints markdown tables. Tensors: synthetic half-zero ReLU data and the
-crossing tensors of a VGG16-style encoder (random init; the five block outputs
-after ReLU, which a U-Net sends as skips, and the five pool outputs), or any
-``--tensors FILE.npz``. Throughput is measured on one core (thread variables
+crossing tensors of ``unet-vgg16`` at its five pool points (random init, a
+synthetic steel frame: the five skips after ReLU and the five pool outputs), or
+any ``--tensors FILE.npz``. Throughput is measured on one core (thread variables
 set to 1 before numpy is imported).
 
     python benchmarks/bench_codec.py --repeats 5
@@ -36,35 +36,29 @@ def relu_tensor(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.maximum(rng.standard_normal(shape, dtype=np.float32) * scale, 0)
 
 
-def vgg16_crossings(height: int, width: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Block outputs (post-ReLU) and pool outputs of a random-init VGG16 encoder."""
+def unet_crossings(height: int, width: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Every tensor that crosses a pool point of ``unet-vgg16`` (random init, a synthetic
+    steel frame): the five skips (block outputs after ReLU) and the five pool outputs."""
     import torch
-    from torch import nn
+
+    from splitnet.models import create_model
+    from splitnet.split import trace
+    from splitnet.synthetic import rgb_frames
 
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    cfg = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
-    blocks, cin = [], 3
-    for widths in cfg:
-        layers = []
-        for w in widths:
-            conv = nn.Conv2d(cin, w, 3, padding=1)
-            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
-            layers += [conv, nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-            cin = w
-        blocks.append(nn.Sequential(*layers))
-    # a smooth random image: low-resolution noise upsampled, as natural images are smooth
-    low = torch.rand(1, 3, height // 16, width // 16)
-    x = nn.functional.interpolate(low, size=(height, width), mode="bicubic", align_corners=False)
-    out = {}
+    model = create_model("unet-vgg16")
+    info = model.splitnet_info
+    frame = next(rgb_frames(height, width, seed=seed)).astype(np.float32) / 255
+    x = (frame - np.asarray(info.mean, np.float32)) / np.asarray(info.std, np.float32)
+    x = torch.from_numpy(x.transpose(2, 0, 1)[None].copy())
+    g = trace(model, x)
+    out: dict[str, np.ndarray] = {}
     with torch.no_grad():
-        for i, block in enumerate(blocks, 1):
-            block.eval()
-            x = block(x)
-            out[f"encoder.block{i}"] = x.numpy().copy()
-            x = nn.functional.max_pool2d(x, 2)
-            out[f"encoder.block{i}.pool"] = x.numpy().copy()
+        for point in g.select(kind="pool"):
+            head, _ = g.split(point)
+            for spec, t in zip(point.tensors, head(x), strict=True):
+                out.setdefault(spec.name, t.numpy().copy())
     return out
 
 
@@ -143,10 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5, help="timing repeats (best is kept)")
     p.add_argument("--bits", type=int, nargs="+", default=[4, 8])
-    p.add_argument("--tensors", type=Path, help="an .npz of crossing tensors instead of VGG16")
+    p.add_argument(
+        "--tensors", type=Path, help="an .npz of crossing tensors instead of unet-vgg16's"
+    )
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=1600)
-    p.add_argument("--skip-vgg", action="store_true", help="synthetic data only")
+    p.add_argument("--skip-unet", action="store_true", help="synthetic data only")
     args = p.parse_args(argv)
 
     print(
@@ -162,9 +158,9 @@ def main(argv: list[str] | None = None) -> None:
         with np.load(args.tensors) as f:
             real = {k: f[k].astype(np.float32) for k in f.files}
         title = str(args.tensors)
-    elif not args.skip_vgg:
-        real = vgg16_crossings(args.height, args.width)
-        title = f"VGG16-style encoder (random init), 1x3x{args.height}x{args.width}"
+    elif not args.skip_unet:
+        real = unet_crossings(args.height, args.width)
+        title = f"unet-vgg16 crossing tensors at its pool points (random init), 1x3x{args.height}x{args.width}"
     else:
         return
     print(f"\n## Coded stream vs order-0 entropy, {title}\n")
