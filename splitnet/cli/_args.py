@@ -6,6 +6,18 @@ import argparse
 import re
 
 
+def add_model_and_input(parser: argparse.ArgumentParser) -> None:
+    """The ``MODEL --input CxHxW`` pair that the model commands share."""
+    parser.add_argument("model", help="a registered model name (splitnet models)")
+    parser.add_argument(
+        "--input",
+        required=True,
+        type=input_shape,
+        metavar="CxHxW",
+        help="input shape, e.g. 3x256x1600",
+    )
+
+
 def input_shape(text: str) -> tuple[int, int, int]:
     """``"3x256x1600"`` -> ``(3, 256, 1600)`` (channels x height x width)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX×,]\s*(\d+)\s*[xX×,]\s*(\d+)\s*", text)

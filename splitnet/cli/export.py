@@ -26,8 +26,7 @@ def add_parser(sub) -> None:
         help="export a split as a bundle: head OpenVINO IR, tail program, manifest",
         description=__doc__,
     )
-    p.add_argument("model", help="a registered model name (splitnet models)")
-    p.add_argument("--input", required=True, type=_args.input_shape, metavar="3xHxW")
+    _args.add_model_and_input(p)
     p.add_argument("--split", required=True, help="split point name or index (splitnet points)")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--weights", help="local state-dict file (default: random weights)")

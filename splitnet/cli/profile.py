@@ -14,14 +14,7 @@ def add_parser(sub) -> None:
         help="FLOPs, memory and bitrate of each split point, vs. sending the image",
         description=__doc__,
     )
-    p.add_argument("model", help="a registered model name (splitnet models)")
-    p.add_argument(
-        "--input",
-        required=True,
-        type=_args.input_shape,
-        metavar="CxHxW",
-        help="input shape, e.g. 3x256x1600",
-    )
+    _args.add_model_and_input(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--kind", type=_args.name_list, help="only points of these kinds, e.g. pool or conv,add"

@@ -69,15 +69,25 @@ def create_model(
     return model.eval()
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Loads a local state dict into ``model``; a clear error when it does not fit."""
+def read_torch_file(path: str | os.PathLike, what: str = "weights file"):
+    """``torch.load`` of a local file, tensors only (``weights_only``), onto the CPU.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a file ``torch.load`` can read.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a bad file
-        raise ValueError(f"cannot read weights from {path}: {str(e).splitlines()[0]}") from None
+        raise ValueError(f"cannot read {what} {path}: {str(e).splitlines()[0]}") from None
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Loads a local state dict into ``model``; a clear error when it does not fit."""
+    state = read_torch_file(path, "weights file")
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):

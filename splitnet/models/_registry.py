@@ -16,6 +16,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 STEEL_CLASSES = ("defect_1", "defect_2", "defect_3", "defect_4")
 
+# what the steel segmentation models share: 4 independent (sigmoid) defect classes
+STEEL_SEGMENTATION = dict(
+    task="segmentation",
+    num_classes=4,
+    class_names=STEEL_CLASSES,
+    input_multiple=32,
+    min_size=32,
+    multilabel=True,
+)
+
 
 @dataclass(frozen=True)
 class ModelInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from splitnet.models._registry import STEEL_CLASSES, register_model
+from splitnet.models._registry import STEEL_SEGMENTATION, register_model
 from splitnet.models._vgg import VGG16Encoder, check_input
 
 __all__ = ["FCNVGG16"]
@@ -88,15 +88,7 @@ class FCNVGG16(nn.Module):
 
 
 def _register(stride: int) -> None:
-    @register_model(
-        f"fcn{stride}s-vgg16",
-        task="segmentation",
-        num_classes=4,
-        class_names=STEEL_CLASSES,
-        input_multiple=32,
-        min_size=32,
-        multilabel=True,
-    )
+    @register_model(f"fcn{stride}s-vgg16", **STEEL_SEGMENTATION)
     def build(*, num_classes: int = 4, **kwargs) -> FCNVGG16:
         return FCNVGG16(num_classes, stride=stride, **kwargs)
 

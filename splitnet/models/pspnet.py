@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from splitnet.models._registry import STEEL_CLASSES, register_model
+from splitnet.models._registry import STEEL_SEGMENTATION, register_model
 
 __all__ = ["PSPNet"]
 
@@ -78,14 +78,6 @@ class PSPNet(nn.Module):
         return F.interpolate(h, size=size, mode="bilinear", align_corners=False)
 
 
-@register_model(
-    "pspnet-resnet50",
-    task="segmentation",
-    num_classes=4,
-    class_names=STEEL_CLASSES,
-    input_multiple=8,
-    min_size=48,
-    multilabel=True,
-)
+@register_model("pspnet-resnet50", **{**STEEL_SEGMENTATION, "input_multiple": 8, "min_size": 48})
 def pspnet_resnet50(*, num_classes: int = 4, **kwargs) -> PSPNet:
     return PSPNet(num_classes, **kwargs)

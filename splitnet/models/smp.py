@@ -13,7 +13,7 @@ import functools
 from torch import nn
 
 from splitnet._registry import UnknownNameError
-from splitnet.models._registry import MODELS, STEEL_CLASSES, ModelEntry, ModelInfo
+from splitnet.models._registry import MODELS, STEEL_SEGMENTATION, ModelEntry, ModelInfo
 
 __all__ = ["smp_architectures"]
 
@@ -56,14 +56,7 @@ def _resolve(suffix: str) -> ModelEntry | None:
         raise UnknownNameError(
             f"unknown smp encoder {encoder!r} in 'smp-{suffix}'; valid: {valid}, or tu-<timm model>"
         )
-    info = ModelInfo(
-        task="segmentation",
-        num_classes=4,
-        class_names=STEEL_CLASSES,
-        input_multiple=32,
-        min_size=32,
-        multilabel=True,
-    )
+    info = ModelInfo(**STEEL_SEGMENTATION)
     return ModelEntry(functools.partial(_build, arch, encoder), info)
 
 

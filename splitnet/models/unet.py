@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from splitnet.models._registry import STEEL_CLASSES, register_model
+from splitnet.models._registry import STEEL_SEGMENTATION, register_model
 from splitnet.models._vgg import VGG16Encoder, check_input, scaled
 
 __all__ = ["UNetVGG16", "unet_vgg16"]
@@ -83,14 +83,6 @@ class UNetVGG16(nn.Module):
         return self.classifier(self.decoder(pools[-1], skips))
 
 
-@register_model(
-    "unet-vgg16",
-    task="segmentation",
-    num_classes=4,
-    class_names=STEEL_CLASSES,
-    input_multiple=32,
-    min_size=32,
-    multilabel=True,
-)
+@register_model("unet-vgg16", **STEEL_SEGMENTATION)
 def unet_vgg16(*, num_classes: int = 4, **kwargs) -> UNetVGG16:
     return UNetVGG16(num_classes, **kwargs)

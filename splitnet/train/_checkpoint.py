@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
 __all__ = ["CHECKPOINT_FORMAT", "last_path", "load_checkpoint", "model_from_checkpoint"]
@@ -26,13 +25,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         FileNotFoundError: no such file.
         ValueError: the file is not a splitnet checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a bad file
-        raise ValueError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    from splitnet.models import read_torch_file
+
+    ckpt = read_torch_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a splitnet training checkpoint (splitnet train --out)")
     return ckpt
