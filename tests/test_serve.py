@@ -224,6 +224,7 @@ def _status(coro_factory):
         ("unknown_model", grpc.StatusCode.NOT_FOUND),
         ("garbage_payload", grpc.StatusCode.INVALID_ARGUMENT),
         ("wrong_tensors", grpc.StatusCode.INVALID_ARGUMENT),
+        ("too_many_elements", grpc.StatusCode.INVALID_ARGUMENT),
         ("wrong_input_name", grpc.StatusCode.INVALID_ARGUMENT),
         ("unknown_output", grpc.StatusCode.INVALID_ARGUMENT),
         ("oversize", grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -247,6 +248,9 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(
                 req = make_infer_request(
                     UNET, codec.get_codec("q4").encode([np.ones((1, 3, 8, 8), np.float32)])
                 )
+            elif case == "too_many_elements":  # more than the bundle's tensors hold
+                big = np.zeros((1, 64, 64, 256), np.float32)
+                req = make_infer_request(UNET, codec.get_codec("q4").encode([big]))
             elif case == "wrong_input_name":
                 req = make_infer_request(UNET, good)
                 req.inputs[0].name = "x"

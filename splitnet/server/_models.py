@@ -51,6 +51,7 @@ class TailModel:
         self.batchable = self.manifest.tail.get("batch") == "dynamic"
         self.max_batch = int(self.manifest.tail.get("max_batch") or 1) if self.batchable else 1
         self.name = self.manifest.name
+        self.crossing_elements = sum(int(np.prod(t.shape)) for t in self.manifest.crossing)
 
     # -- contract -------------------------------------------------------------------------------
 
