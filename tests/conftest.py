@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 
 import numpy as np
 import pytest
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+try:  # CI runs the same hypothesis examples every time; local runs keep exploring
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, deadline=None)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+except ImportError:  # pragma: no cover
+    pass
 
 
 @pytest.fixture(autouse=True)
