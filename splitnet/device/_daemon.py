@@ -25,9 +25,14 @@ import grpc
 import numpy as np
 
 from splitnet.device._sources import open_source
-from splitnet.wire import get_parameter, make_infer_request, output_arrays, read_token
+from splitnet.wire import (
+    encode_infer_request,
+    get_parameter,
+    output_arrays,
+    read_token,
+    stream_infer_method,
+)
 from splitnet.wire import inference_pb2 as pb
-from splitnet.wire import inference_pb2_grpc as pb_grpc
 
 __all__ = ["DaemonConfig", "DeviceDaemon", "Summary", "run_daemon"]
 
@@ -118,7 +123,7 @@ class Summary:
 @dataclass
 class _Pending:
     frame_id: int
-    request: pb.ModelInferRequest
+    request: bytes  # the serialized ModelInferRequest, sent as is (and again after a break)
     captured: float
     stream: int
     sent: int = 0
@@ -204,13 +209,13 @@ class DeviceDaemon:
         self._idle.set()
         channel = self._channel()
         metadata = self._metadata()
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        stream = stream_infer_method(channel)
         if len(self.config.servers) > 1:
             # round_robin sends a new stream to the next *ready* server: let the channel connect
             # to every address before opening the streams, or they would all go to the first
             await self._connect(channel)
         streams = [
-            asyncio.create_task(self._stream(stub, i, metadata)) for i in range(len(self._queues))
+            asyncio.create_task(self._stream(stream, i, metadata)) for i in range(len(self._queues))
         ]
         try:
             await self._produce()
@@ -264,7 +269,7 @@ class DeviceDaemon:
             await self._queues[pending.stream].put(pending)
             frame_id += 1
 
-    def _encode(self, frame: np.ndarray, frame_id: int) -> pb.ModelInferRequest:
+    def _encode(self, frame: np.ndarray, frame_id: int) -> bytes:
         """Head, codec, request: runs in a worker thread (OpenVINO and zstd release the GIL)."""
         t0 = time.perf_counter()
         tensors = self.runner(frame)
@@ -281,7 +286,7 @@ class DeviceDaemon:
             if self.config.probabilities and self.manifest.task == "segmentation"
             else None
         )
-        return make_infer_request(
+        return encode_infer_request(
             self.manifest.name,
             payload,
             request_id=f"{self.device_id}/{frame_id}",
@@ -297,14 +302,14 @@ class DeviceDaemon:
         finally:
             idle.cancel()
 
-    async def _stream(self, stub, index: int, metadata) -> None:
+    async def _stream(self, stream, index: int, metadata) -> None:
         """One stream, opened again after each break; re-sends what is unanswered."""
         queue = self._queues[index]
         backoff = 0.1
         last_ok = time.perf_counter()
         first = True
         while True:
-            call = stub.ModelStreamInfer(metadata=metadata, wait_for_ready=True)
+            call = stream(metadata=metadata, wait_for_ready=True)
             if not first:
                 self.summary.reconnects += 1
             first = False
@@ -354,7 +359,7 @@ class DeviceDaemon:
 
     async def _send(self, call, p: _Pending) -> None:
         p.sent += 1
-        self.summary.wire_bytes += p.request.ByteSize()
+        self.summary.wire_bytes += len(p.request)
         await call.write(p.request)
 
     def _answer(self, response: pb.ModelStreamInferResponse) -> None:

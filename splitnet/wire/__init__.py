@@ -10,10 +10,14 @@ from splitnet.wire._auth import read_token
 from splitnet.wire._tensors import (
     DATATYPES,
     PAYLOAD_INPUT,
+    STREAM_INFER_METHOD,
+    encode_infer_request,
     get_parameter,
     make_infer_request,
     output_arrays,
+    serialize_infer_request,
     set_parameter,
+    stream_infer_method,
     to_datatype,
     to_numpy_dtype,
 )
@@ -21,13 +25,17 @@ from splitnet.wire._tensors import (
 __all__ = [
     "DATATYPES",
     "PAYLOAD_INPUT",
+    "STREAM_INFER_METHOD",
+    "encode_infer_request",
     "get_parameter",
     "inference_pb2",
     "inference_pb2_grpc",
     "make_infer_request",
     "output_arrays",
     "read_token",
+    "serialize_infer_request",
     "set_parameter",
+    "stream_infer_method",
     "to_datatype",
     "to_numpy_dtype",
 ]
