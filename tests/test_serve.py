@@ -777,3 +777,13 @@ def test_tail_on_cuda_matches_cpu(repository):
     )
     a, b = cpu.run_batch([frame, frame]), gpu.run_batch([frame, frame])
     np.testing.assert_allclose(a[0]["probabilities"], b[0]["probabilities"], atol=2e-2)
+
+
+def test_pre_serialized_requests_are_the_protobuf_message():
+    from splitnet.wire import encode_infer_request
+
+    payload = bytes(range(256)) * 3000
+    kw = {"request_id": "d/3", "parameters": {"device_id": "d", "frame_id": 3}, "outputs": ["mask"]}
+    fast = pb.ModelInferRequest.FromString(encode_infer_request("m", payload, **kw))
+    assert fast == make_infer_request("m", payload, **kw)
+    assert list(fast.inputs[0].shape) == [len(payload)] and fast.raw_input_contents[0] == payload
