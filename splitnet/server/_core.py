@@ -119,21 +119,10 @@ class InferenceCore:
                 if pending is not None:
                     self._count(model_name, "duplicate")
                     return await asyncio.shield(pending)
-            future = asyncio.get_running_loop().create_future()
-            if key is not None:
-                self._inflight[key] = future
-            try:
+            if key is None:
                 response = await self._run(model, request)
-                future.set_result(response)
-                if key is not None:
-                    self._cache.put(key, response)
-            except BaseException as e:
-                future.set_exception(e)
-                future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-                raise
-            finally:
-                if key is not None:
-                    self._inflight.pop(key, None)
+            else:
+                response = await self._run_once(key, model, request)
         except InferError as e:
             self._count(model_name, e.code.name.lower())
             raise
@@ -143,17 +132,26 @@ class InferenceCore:
         self._count(model_name, "ok")
         return response
 
-    async def _run(self, model: TailModel, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        payload = _payload(request)
-        if self.metrics is not None:
-            self.metrics.payload_bytes.labels(model.name).observe(len(payload))
-        loop = asyncio.get_running_loop()
+    async def _run_once(
+        self, key: tuple, model: TailModel, request: pb.ModelInferRequest
+    ) -> pb.ModelInferResponse:
+        """Runs a frame; requests for the same key meanwhile wait for this answer."""
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
         try:
-            tensors = await loop.run_in_executor(
-                self._decode_pool, _decode_and_check, model, payload
-            )
-        except (codec.CodecError, ValueError) as e:
-            raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+            response = await self._run(model, request)
+            future.set_result(response)
+            self._cache.put(key, response)
+            return response
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _run(self, model: TailModel, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        # the cheap checks first: a bad request costs no decoding
         wanted = {o.name for o in request.outputs}
         valid = {name for name, _, _ in model.output_metadata()}
         unknown = wanted - valid
@@ -167,6 +165,16 @@ class InferenceCore:
             raise InferError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"top_k must be a positive integer, got {top_k!r}"
             )
+        payload = _payload(request)
+        if self.metrics is not None:
+            self.metrics.payload_bytes.labels(model.name).observe(len(payload))
+        loop = asyncio.get_running_loop()
+        try:
+            tensors = await loop.run_in_executor(
+                self._decode_pool, _decode_and_check, model, payload
+            )
+        except (codec.CodecError, ValueError) as e:
+            raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         frame = FrameInput(tensors, probabilities="probabilities" in wanted, top_k=top_k)
         result, stats = await self._batchers[model.name].submit(frame)
         if self.metrics is not None:
