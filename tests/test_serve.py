@@ -787,3 +787,20 @@ def test_pre_serialized_requests_are_the_protobuf_message():
     fast = pb.ModelInferRequest.FromString(encode_infer_request("m", payload, **kw))
     assert fast == make_infer_request("m", payload, **kw)
     assert list(fast.inputs[0].shape) == [len(payload)] and fast.raw_input_contents[0] == payload
+
+
+def test_batcher_stop_finishes_the_batch_that_is_running():
+    import time as _time
+
+    def slow(items):
+        _time.sleep(0.2)
+        return list(items)
+
+    async def main():
+        b = DynamicBatcher(slow, max_batch=2, max_delay_s=0)
+        tasks = [asyncio.ensure_future(b.submit(i)) for i in range(3)]
+        await asyncio.sleep(0.05)  # the first batch is running
+        await b.stop()
+        return [t.result()[0] for t in tasks if t.done()]
+
+    assert asyncio.run(main()) == [0, 1, 2]

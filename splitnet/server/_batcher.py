@@ -58,10 +58,9 @@ class DynamicBatcher(Generic[T, R]):
             self._worker = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        """Finishes every queued item, then stops the worker."""
-        while self._worker is not None and not self._queue.empty():
-            await asyncio.sleep(0.001)
+        """Finishes every queued item (the batch running included), then stops the worker."""
         if self._worker is not None:
+            await self._queue.join()
             self._worker.cancel()
             try:
                 await self._worker
@@ -95,25 +94,32 @@ class DynamicBatcher(Generic[T, R]):
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-            batch = [b for b in batch if not b[1].cancelled()]
-            if not batch:
-                continue
-            start = time.perf_counter()
+            taken = len(batch)
             try:
-                results: Sequence[Any] = await loop.run_in_executor(
-                    self._executor, self._run_batch, [b[0] for b in batch]
+                await self._run(loop, [b for b in batch if not b[1].cancelled()])
+            finally:
+                for _ in range(taken):
+                    self._queue.task_done()
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
+        if not batch:
+            return
+        start = time.perf_counter()
+        try:
+            results: Sequence[Any] = await loop.run_in_executor(
+                self._executor, self._run_batch, [b[0] for b in batch]
+            )
+            if len(results) != len(batch):
+                raise RuntimeError(
+                    f"run_batch returned {len(results)} results for {len(batch)} items"
                 )
-                if len(results) != len(batch):
-                    raise RuntimeError(
-                        f"run_batch returned {len(results)} results for {len(batch)} items"
-                    )
-            except Exception as e:  # the whole batch failed: every item gets the error
-                results = [e] * len(batch)
-            compute = time.perf_counter() - start
-            for (_, future, queued), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result((result, BatchStats(len(batch), start - queued, compute)))
+        except Exception as e:  # the whole batch failed: every item gets the error
+            results = [e] * len(batch)
+        compute = time.perf_counter() - start
+        for (_, future, queued), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result((result, BatchStats(len(batch), start - queued, compute)))
