@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
 
 def _bundle(args: argparse.Namespace) -> Path:
     from splitnet.bundle import BundleError, read_manifest
+    from splitnet.codec import KIND_QUANT, get_codec
     from splitnet.export import export_bundle
 
     shape = "x".join(map(str, args.input))
@@ -57,7 +58,7 @@ def _bundle(args: argparse.Namespace) -> Path:
         split=args.split,
         out_dir=path,
         codec=args.codec,
-        calibrate=4 if args.codec.startswith("q") else 0,
+        calibrate=4 if get_codec(args.codec).kind == KIND_QUANT else 0,
         overwrite=True,
         progress=True,
     )
