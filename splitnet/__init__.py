@@ -31,6 +31,8 @@ _LAZY = {
     "list_codecs": "splitnet.codec",
     "export_bundle": "splitnet.export",
     "HeadRunner": "splitnet.device",
+    "SplitnetError": "splitnet._errors",
+    "UnknownNameError": "splitnet._registry",
 }
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "HeadRunner",
     "SplitGraph",
     "SplitPoint",
+    "SplitnetError",
+    "UnknownNameError",
     "__version__",
     "create_model",
     "export_bundle",
@@ -49,6 +53,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from splitnet._errors import SplitnetError
+    from splitnet._registry import UnknownNameError
     from splitnet.codec import get_codec, list_codecs
     from splitnet.device import HeadRunner
     from splitnet.export import export_bundle

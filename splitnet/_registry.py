@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from splitnet._errors import SplitnetError
+
 T = TypeVar("T")
 
 __all__ = ["Registry", "UnknownNameError"]
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(SplitnetError):
     """A name that is not in a registry. The message lists the valid ones."""
 
 

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from splitnet._errors import SplitnetError
+
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_FILE",
@@ -42,7 +44,7 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 
 
-class BundleError(ValueError):
+class BundleError(SplitnetError):
     """A bundle that cannot be used: missing or corrupt files, a bad manifest."""
 
 

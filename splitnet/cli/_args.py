@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 
+from splitnet._errors import ConfigError
+
 
 def add_model_and_input(parser: argparse.ArgumentParser) -> None:
     """The ``MODEL --input CxHxW`` pair that the model commands share."""
@@ -64,16 +66,18 @@ def apply_config_file(
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{path} must hold a mapping of option names to values")
+        raise ConfigError(f"{path} must hold a mapping of option names to values")
     known = {
         a.dest: a for a in parser._actions if a.dest not in ("help", "config", "func", "parser")
     }
     for key, value in doc.items():
         dest = str(key).replace("-", "_")
         if dest not in known:
-            raise ValueError(f"{path}: unknown option {key!r}; options: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"{path}: unknown option {key!r}; options: {', '.join(sorted(known))}"
+            )
         action = known[dest]
         if getattr(argv_args, dest) != action.default:
             continue  # the command line wins
@@ -89,6 +93,6 @@ def require(args: argparse.Namespace, *names: str) -> None:
     """Options that must be given, on the command line or in ``--config``."""
     missing = [n for n in names if getattr(args, n, None) in (None, [], "")]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"missing option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}"
         )

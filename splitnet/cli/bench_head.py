@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from splitnet._errors import ConfigError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from splitnet.device import benchmark_head
 
     if args.seconds <= 0 or args.warmup < 0:
-        raise ValueError("--seconds must be > 0 and --warmup >= 0")
+        raise ConfigError("--seconds must be > 0 and --warmup >= 0")
     result = benchmark_head(
         args.bundle,
         seconds=args.seconds,

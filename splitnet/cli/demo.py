@@ -13,6 +13,7 @@ import asyncio
 import os
 from pathlib import Path
 
+from splitnet._errors import ConfigError, SplitnetError
 from splitnet.cli import _args
 
 
@@ -38,7 +39,7 @@ def add_parser(sub) -> None:
 
 def _bundle(args: argparse.Namespace) -> Path:
     from splitnet.bundle import BundleError, read_manifest
-    from splitnet.codec import KIND_QUANT, get_codec
+    from splitnet.codec import get_codec
     from splitnet.export import export_bundle
 
     shape = "x".join(map(str, args.input))
@@ -58,7 +59,7 @@ def _bundle(args: argparse.Namespace) -> Path:
         split=args.split,
         out_dir=path,
         codec=args.codec,
-        calibrate=4 if get_codec(args.codec).kind == KIND_QUANT else 0,
+        calibrate=4 if get_codec(args.codec).quantizes else 0,
         overwrite=True,
         progress=True,
     )
@@ -96,13 +97,13 @@ async def _run(bundle: Path, args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     if args.frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+        raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     bundle = _bundle(args)
     summary, compute_s, frames_run = asyncio.run(_run(bundle, args))
     print()
     print(summary.format())
     if summary.fatal:
-        raise ValueError(summary.fatal)
+        raise SplitnetError(summary.fatal)
     head_fps = 1000 / summary.head_ms_mean if summary.head_ms_mean else float("nan")
     tail_fps = frames_run / compute_s if compute_s else float("nan")
     print(

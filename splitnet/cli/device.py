@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from splitnet._errors import ConfigError, SplitnetError
 from splitnet.cli import _args
 
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         _args.apply_config_file(args.parser, args, args.config)
     _args.require(args, "bundle", "server")
     if args.frames is not None and args.frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+        raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     config = DaemonConfig(
         bundle=args.bundle,
         servers=tuple(args.server),
@@ -73,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
     summary = run_daemon(config)
     print(json.dumps(asdict(summary), indent=2) if args.json else summary.format())
     if summary.fatal:
-        raise ValueError(summary.fatal)
+        raise SplitnetError(summary.fatal)
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from splitnet._errors import ConfigError
 from splitnet.cli import _args
 
 
@@ -38,18 +39,18 @@ def load(args: argparse.Namespace):
     from splitnet.train import model_from_checkpoint
 
     if not 0 < args.threshold < 1:
-        raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
+        raise ConfigError(f"--threshold must be in (0, 1), got {args.threshold}")
     if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     spec = parse_spec(args.data)
     model, ckpt = model_from_checkpoint(args.model, args.weights)
     shape = args.input or tuple(ckpt["input_shape"])
     split = spec.options.get("split", "val")
     ds = open_dataset(spec, split=split, size=tuple(shape[1:]), channels=shape[0])
     if ds.task != ckpt["task"]:
-        raise ValueError(f"{args.weights} is a {ckpt['task']} model; --data is {ds.task} data")
+        raise ConfigError(f"{args.weights} is a {ckpt['task']} model; --data is {ds.task} data")
     if ds.num_classes != ckpt["num_classes"]:
-        raise ValueError(
+        raise ConfigError(
             f"{args.weights} has {ckpt['num_classes']} classes; --data has {ds.num_classes}"
         )
     return model, ckpt, ds

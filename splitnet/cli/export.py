@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from splitnet._errors import ConfigError
 from splitnet.cli import _args
 
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from splitnet.export import export_bundle
 
     if args.calibrate < 0:
-        raise ValueError(f"--calibrate must be >= 0, got {args.calibrate}")
+        raise ConfigError(f"--calibrate must be >= 0, got {args.calibrate}")
     result = export_bundle(
         args.model,
         input_shape=args.input,

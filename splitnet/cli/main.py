@@ -1,9 +1,10 @@
 """The ``splitnet`` command: thin subcommands over the library.
 
 Each subcommand lives in its own module with ``add_parser(subparsers)``, which
-sets ``func`` to a function ``(args) -> int``. Bad input (a ``ValueError``,
-including every splitnet error, or an ``OSError``) prints one line on stderr
-and exits 2, with no traceback.
+sets ``func`` to a function ``(args) -> int``. Bad input (a
+:class:`splitnet.SplitnetError`, or an ``OSError`` such as a missing file)
+prints one line on stderr and exits 2, with no traceback; any other exception
+is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+
+from splitnet._errors import SplitnetError
 
 # subcommand modules, in the order of ``splitnet --help``
 COMMANDS = (
@@ -61,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError) as e:
+    except (SplitnetError, OSError) as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"splitnet {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from splitnet._errors import ConfigError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="list the registered models", description=__doc__)
@@ -16,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern)
     if not names:
-        raise ValueError(f"no model matches {args.pattern!r}")
+        raise ConfigError(f"no model matches {args.pattern!r}")
     for name in names:
         info = get_model_info(name)
         print(f"{name:40s} {info.task:14s} {info.num_classes:5d} classes")

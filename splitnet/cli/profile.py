@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from splitnet._errors import ConfigError
 from splitnet.cli import _args
 
 
@@ -71,9 +72,11 @@ def run(args: argparse.Namespace) -> int:
     bits = check_bits(args.bits)
     fps = check_fps(args.fps)
     if args.measure_seconds <= 0:
-        raise ValueError(f"--measure-seconds must be > 0, got {args.measure_seconds:g}")
+        raise ConfigError(f"--measure-seconds must be > 0, got {args.measure_seconds:g}")
     if args.plot and not args.plot.lower().endswith(".png"):
-        raise ValueError(f"--plot writes a PNG file; give a name ending in .png, got {args.plot!r}")
+        raise ConfigError(
+            f"--plot writes a PNG file; give a name ending in .png, got {args.plot!r}"
+        )
     json_only = args.json == "-"
     report = profile_model(
         args.model,

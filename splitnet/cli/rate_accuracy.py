@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from splitnet._errors import ConfigError
 from splitnet.cli import _args
 from splitnet.cli.evaluate import add_data_args, load
 
@@ -63,11 +64,11 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, k) is not None
     }
     if not args.codecs:
-        raise ValueError("--codecs needs at least one codec, e.g. q8,q4,q2")
+        raise ConfigError("--codecs needs at least one codec, e.g. q8,q4,q2")
     if any(not 1 <= q <= 100 for q in args.jpeg):
-        raise ValueError(f"--jpeg qualities must be 1..100, got {args.jpeg}")
+        raise ConfigError(f"--jpeg qualities must be 1..100, got {args.jpeg}")
     if args.calibrate < 0:
-        raise ValueError(f"--calibrate must be >= 0, got {args.calibrate}")
+        raise ConfigError(f"--calibrate must be >= 0, got {args.calibrate}")
     points = None
     if args.points:
         points = tuple(int(p) if p.isdigit() else p for p in args.points)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 
+from splitnet._errors import ConfigError
 from splitnet.cli import _args
 
 
@@ -51,9 +52,9 @@ def config_from_args(args: argparse.Namespace):
         _args.apply_config_file(args.parser, args, args.config)
     _args.require(args, "repository")
     if args.max_batch < 1:
-        raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
+        raise ConfigError(f"--max-batch must be >= 1, got {args.max_batch}")
     if args.max_delay_ms < 0:
-        raise ValueError(f"--max-delay-ms must be >= 0, got {args.max_delay_ms}")
+        raise ConfigError(f"--max-delay-ms must be >= 0, got {args.max_delay_ms}")
     return ServerConfig(
         repository=args.repository,
         host=args.host,

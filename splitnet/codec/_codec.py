@@ -174,6 +174,11 @@ class Codec:
             cal = tuple(_tensor_range(c) for c in calibration)
         return cls(name, kind, bits, opts, cal)
 
+    @property
+    def quantizes(self) -> bool:
+        """Whether the codec maps values to integer levels (and so can be calibrated)."""
+        return self.kind == fmt.KIND_QUANT
+
     # ---- configuration -------------------------------------------------------
 
     def config(self) -> dict[str, Any]:

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from splitnet._errors import SplitnetError
+
 __all__ = [
     "CodecError",
     "FORMAT_VERSION",
@@ -81,7 +83,7 @@ RECORD = struct.Struct("<BBBB")
 CRC = struct.Struct("<I")
 
 
-class CodecError(ValueError):
+class CodecError(SplitnetError):
     """A payload that cannot be decoded, or input a codec cannot encode."""
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from splitnet.codec._format import CodecError
+
 __all__ = ["pack", "packed_size", "unpack"]
 
 
@@ -43,7 +45,7 @@ def unpack(data: bytes | memoryview, n: int, bits: int) -> np.ndarray:
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size != packed_size(n, bits):
-        raise ValueError(f"expected {packed_size(n, bits)} packed bytes, got {buf.size}")
+        raise CodecError(f"expected {packed_size(n, bits)} packed bytes, got {buf.size}")
     if bits <= 8:
         return _unpack_low(buf, n, bits)
     nh = packed_size(n, bits - 8)

@@ -80,7 +80,7 @@ def parse_spec(spec: str) -> DataSpec:
     """
     source, _, rest = spec.strip().partition(":")
     if source not in SOURCES:
-        raise ValueError(
+        raise DataError(
             f"unknown data source {source!r} in {spec!r}; sources: {', '.join(SOURCES)}"
         )
     path, options = None, {}
@@ -88,17 +88,17 @@ def parse_spec(spec: str) -> DataSpec:
         key, eq, value = token.partition("=")
         if not eq:
             if i != 0 or source == "synthetic":
-                raise ValueError(f"expected key=value in --data {spec!r}, got {token!r}")
+                raise DataError(f"expected key=value in --data {spec!r}, got {token!r}")
             path = token.strip()
             continue
         key = key.strip()
         if key not in _OPTIONS[source]:
-            raise ValueError(
+            raise DataError(
                 f"{source} data has no option {key!r}; options: {', '.join(sorted(_OPTIONS[source]))}"
             )
         options[key] = value.strip()
     if source != "synthetic" and not path:
-        raise ValueError(f"--data {source}: needs a directory, e.g. {source}:/path/to/dir")
+        raise DataError(f"--data {source}: needs a directory, e.g. {source}:/path/to/dir")
     return DataSpec(source, path, options)
 
 
@@ -108,13 +108,13 @@ def _number(options: dict[str, str], key: str, kind: type, default):
     try:
         return kind(options[key])
     except ValueError:
-        raise ValueError(f"--data option {key}={options[key]!r} is not a {kind.__name__}") from None
+        raise DataError(f"--data option {key}={options[key]!r} is not a {kind.__name__}") from None
 
 
 def _size(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"(\d+)[xX×](\d+)", text)
     if not m or min(int(g) for g in m.groups()) < 8:
-        raise ValueError(f"--data option size must look like 128x800 (H x W >= 8), got {text!r}")
+        raise DataError(f"--data option size must look like 128x800 (H x W >= 8), got {text!r}")
     return int(m[1]), int(m[2])
 
 
@@ -189,14 +189,14 @@ def open_dataset(
     o = spec.options
     split = split or o.get("split", "all")
     if split not in ("all", "train", "val"):
-        raise ValueError(f"split must be all, train or val, got {split!r}")
+        raise DataError(f"split must be all, train or val, got {split!r}")
     if channels not in (1, 3):
-        raise ValueError(f"images have 1 or 3 channels, got {channels}")
+        raise DataError(f"images have 1 or 3 channels, got {channels}")
     seed = _number(o, "seed", int, 0)
     default_val = 0.3 if spec.source == "folder" else 0.2
     val = _number(o, "val", float, default_val)
     if not 0 <= val < 1:
-        raise ValueError(f"--data option val must be in [0, 1), got {val}")
+        raise DataError(f"--data option val must be in [0, 1), got {val}")
 
     if spec.source == "folder":
         base = ImageFolderDataset(
@@ -222,5 +222,5 @@ def open_dataset(
     if limit is not None:
         indices = indices[:limit]
     if not indices:
-        raise ValueError(f"--data {spec}: the {split} split is empty")
+        raise DataError(f"--data {spec}: the {split} split is empty")
     return SplitDataset(base, indices, size=size, spec=str(spec), split=split)

@@ -65,7 +65,7 @@ class ImageFolderDataset(Dataset):
         if not self.root.is_dir():
             raise DataError(f"image folder not found: {self.root}")
         if split not in ("all", "train", "val"):
-            raise ValueError(f"split must be all, train or val, got {split!r}")
+            raise DataError(f"split must be all, train or val, got {split!r}")
         self.channels = channels
         if has_given_split(self.root):
             classes, train = _scan(self.root / "train")

@@ -27,13 +27,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from splitnet._errors import SplitnetError
+
 __all__ = ["SEVERSTAL_CLASSES", "DataError", "SeverstalDataset", "rle_decode", "rle_encode"]
 
 SEVERSTAL_CLASSES = ("defect_1", "defect_2", "defect_3", "defect_4")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-class DataError(ValueError):
+class DataError(SplitnetError):
     """A dataset file that cannot be read as documented; the message names the file/row."""
 
 
@@ -49,21 +51,21 @@ def rle_runs(text: str, num_pixels: int) -> np.ndarray:
         return np.zeros((0, 2), np.int64)
     if not all(t.isdigit() for t in tokens):
         bad = next(t for t in tokens if not t.isdigit())
-        raise ValueError(f"run-lengths must be positive integers, found {bad!r}")
+        raise DataError(f"run-lengths must be positive integers, found {bad!r}")
     if len(tokens) % 2:
-        raise ValueError(f"run-lengths come in start/length pairs, found {len(tokens)} numbers")
+        raise DataError(f"run-lengths come in start/length pairs, found {len(tokens)} numbers")
     runs = np.array(tokens, dtype=np.int64).reshape(-1, 2)
     starts, lengths = runs[:, 0], runs[:, 1]
     if (starts < 1).any():
-        raise ValueError("run starts are 1-indexed, found a start of 0")
+        raise DataError("run starts are 1-indexed, found a start of 0")
     if (lengths < 1).any():
-        raise ValueError("found a run of length 0")
+        raise DataError("found a run of length 0")
     ends = starts + lengths - 1  # last pixel of each run, 1-indexed
     if (starts[1:] <= ends[:-1]).any():
         k = int(np.flatnonzero(starts[1:] <= ends[:-1])[0]) + 1
-        raise ValueError(f"run {k + 1} (start {starts[k]}) overlaps or precedes the run before it")
+        raise DataError(f"run {k + 1} (start {starts[k]}) overlaps or precedes the run before it")
     if ends[-1] > num_pixels:
-        raise ValueError(
+        raise DataError(
             f"run ends at pixel {ends[-1]}, past the image's {num_pixels} pixels "
             "(the mask does not match the image size)"
         )
@@ -88,7 +90,7 @@ def rle_decode(text: str, shape: tuple[int, int]) -> np.ndarray:
 def rle_encode(mask: np.ndarray) -> str:
     """Encodes an ``H x W`` mask (nonzero = set) as Severstal run-lengths."""
     if mask.ndim != 2:
-        raise ValueError(f"rle_encode takes an H x W mask, got shape {mask.shape}")
+        raise DataError(f"rle_encode takes an H x W mask, got shape {mask.shape}")
     flat = np.concatenate([[0], (np.asarray(mask).T.reshape(-1) != 0).view(np.uint8), [0]])
     edges = np.flatnonzero(np.diff(flat))
     starts, stops = edges[0::2], edges[1::2]

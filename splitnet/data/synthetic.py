@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from splitnet.data.severstal import DataError
 from splitnet.synthetic import DEFECT_CLASSES, make_frame
 
 __all__ = ["DEFECT_CLASSES", "SyntheticSteel", "make_frame"]
@@ -50,11 +51,11 @@ class SyntheticSteel(Dataset):
         p_defect: float = 0.4,
     ) -> None:
         if n < 1:
-            raise ValueError(f"synthetic dataset needs n >= 1, got {n}")
+            raise DataError(f"synthetic dataset needs n >= 1, got {n}")
         if min(size) < 8:
-            raise ValueError(f"synthetic frames must be at least 8x8, got {size[0]}x{size[1]}")
+            raise DataError(f"synthetic frames must be at least 8x8, got {size[0]}x{size[1]}")
         if not 0 <= p_defect <= 1:
-            raise ValueError(f"p_defect must be in [0, 1], got {p_defect}")
+            raise DataError(f"p_defect must be in [0, 1], got {p_defect}")
         self.n, self.size, self.seed, self.channels, self.p_defect = (
             n,
             size,

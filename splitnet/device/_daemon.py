@@ -24,6 +24,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from splitnet._errors import ConfigError
+from splitnet.device._runner import DeviceError
 from splitnet.device._sources import open_source
 from splitnet.wire import (
     encode_infer_request,
@@ -141,11 +143,11 @@ class DeviceDaemon:
         from splitnet.device._runner import HeadRunner
 
         if not config.servers:
-            raise ValueError("no server address given")
+            raise ConfigError("no server address given")
         if config.window < 1:
-            raise ValueError(f"window must be >= 1, got {config.window}")
+            raise ConfigError(f"window must be >= 1, got {config.window}")
         if config.fps is not None and config.fps <= 0:
-            raise ValueError(f"fps must be > 0, got {config.fps}")
+            raise ConfigError(f"fps must be > 0, got {config.fps}")
         self.config = config
         self.runner = HeadRunner(config.bundle, device=config.device)
         self.manifest = self.runner.manifest
@@ -187,7 +189,7 @@ class DeviceDaemon:
             else hosts
         )
         if len(cfg.servers) > 1 and target == hosts:
-            raise ValueError(
+            raise ConfigError(
                 "several --server addresses must be IPv4 host:port (round_robin over them)"
             )
         if cfg.tls_ca:
@@ -277,7 +279,7 @@ class DeviceDaemon:
         payload = self.codec.encode(tensors)
         limit = self.config.max_message_mb << 20
         if len(payload) > limit - 4096:
-            raise ValueError(
+            raise ConfigError(
                 f"frame {frame_id}: payload of {len(payload)} bytes exceeds the {self.config.max_message_mb} MB limit"
             )
         self._payload_sizes.append(len(payload))
@@ -327,7 +329,7 @@ class DeviceDaemon:
             except grpc.aio.AioRpcError as e:
                 writer.cancel()
                 if e.code() not in RETRYABLE:
-                    self._fatal = ValueError(
+                    self._fatal = DeviceError(
                         f"server refused the stream: {e.code().name}: {e.details()}"
                     )
                     self._idle.set()

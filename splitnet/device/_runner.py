@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from splitnet._errors import SplitnetError
 from splitnet.bundle import BundleError, Manifest, read_manifest
 
 __all__ = ["DeviceError", "FrameError", "HeadRunner"]
@@ -21,11 +22,11 @@ HINTS = {
 PRECISIONS = ("f32", "f16", "bf16")
 
 
-class DeviceError(ValueError):
+class DeviceError(SplitnetError):
     """An OpenVINO device that is not available, or a setting it does not take."""
 
 
-class FrameError(ValueError):
+class FrameError(SplitnetError):
     """A frame of the wrong type, shape or dtype."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from splitnet.device._runner import DeviceError
 from splitnet.synthetic import rgb_frames
 
 __all__ = ["FrameSource", "open_source"]
@@ -54,7 +55,7 @@ def _opencv():
     try:
         import cv2
     except ImportError:
-        raise ValueError(
+        raise DeviceError(
             "video files and cameras need OpenCV: pip install 'splitnet[device]'"
         ) from None
     return cv2
@@ -64,7 +65,7 @@ def _capture(target: str | int, height: int, width: int) -> Iterator[np.ndarray]
     cv2 = _opencv()
     cap = cv2.VideoCapture(target)
     if not cap.isOpened():
-        raise ValueError(f"cannot open video source {target!r}")
+        raise DeviceError(f"cannot open video source {target!r}")
     try:
         while True:
             ok, bgr = cap.read()
@@ -102,11 +103,11 @@ def open_source(
         if path.is_dir():
             it, live, desc = _images(path, height, width), False, f"images in {path}"
             if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
-                raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}")
+                raise DeviceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}")
         elif path.is_file():
             it, live, desc = _capture(str(path), height, width), False, f"video {path}"
         else:
-            raise ValueError(
+            raise DeviceError(
                 f"source {spec!r} is not 'synthetic', a camera index, a folder or a video file"
             )
     if frames is not None:

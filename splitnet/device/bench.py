@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from splitnet._errors import ConfigError
+
 __all__ = ["HeadBenchmark", "benchmark_callable", "benchmark_head"]
 
 
@@ -67,7 +69,7 @@ def benchmark_callable(
     At least ``min_iterations`` calls are timed, however long they take.
     """
     if seconds <= 0 or warmup < 0 or min_iterations < 1:
-        raise ValueError("seconds must be > 0, warmup >= 0 and min_iterations >= 1")
+        raise ConfigError("seconds must be > 0, warmup >= 0 and min_iterations >= 1")
     end = time.perf_counter() + warmup
     fn()  # at least one warm-up call: first-run allocations are not latency
     while time.perf_counter() < end:

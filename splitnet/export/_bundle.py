@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from splitnet._errors import SplitnetError
 from splitnet.bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -44,7 +45,7 @@ HEAD_XML, HEAD_BIN, TAIL_FILE = "head.xml", "head.bin", "tail.pt2"
 MAX_BATCH = 64
 
 
-class ExportError(ValueError):
+class ExportError(SplitnetError):
     """A split that cannot be exported (e.g. an operation the target cannot run)."""
 
 
@@ -231,12 +232,12 @@ def _export_tail(tail: nn.Module, crossing: tuple[TensorSpec, ...], path: Path) 
 
 
 def _codec_section(name: str, options: Mapping[str, Any], calibration_batches) -> dict[str, Any]:
-    from splitnet.codec import KIND_QUANT, get_codec
+    from splitnet.codec import get_codec
 
     codec = get_codec(name, **dict(options))
     calibrated_on = 0
     if calibration_batches:
-        if codec.kind != KIND_QUANT:
+        if not codec.quantizes:
             raise ExportError(
                 f"codec {name!r} does not quantize; --calibrate needs a q<bits> codec"
             )

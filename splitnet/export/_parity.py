@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from splitnet._errors import SplitnetError
+
 __all__ = ["ParityError", "ParityReport", "TensorParity", "compare_outputs"]
 
 DEFAULT_TOLERANCE = 0.02
 
 
-class ParityError(ValueError):
+class ParityError(SplitnetError):
     """The exported head differs from torch by more than the tolerance."""
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from splitnet.models import classifiers, fcn, pspnet, smp, unet  # noqa: F401  (fill the registry)
-from splitnet.models._registry import MODELS, ModelInfo, register_model
+from splitnet.models._registry import MODELS, ModelError, ModelInfo, register_model
 
 __all__ = ["ModelInfo", "create_model", "get_model_info", "list_models", "register_model"]
 
@@ -57,7 +57,7 @@ def create_model(
     entry = MODELS.get(name)
     n = entry.info.num_classes if num_classes is None else int(num_classes)
     if n < 1:
-        raise ValueError(f"num_classes must be >= 1, got {n}")
+        raise ModelError(f"num_classes must be >= 1, got {n}")
     model = entry.builder(num_classes=n, **kwargs)
     if weights is not None:
         load_weights(model, weights)
@@ -82,7 +82,7 @@ def read_torch_file(path: str | os.PathLike, what: str = "weights file"):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a bad file
-        raise ValueError(f"cannot read {what} {path}: {str(e).splitlines()[0]}") from None
+        raise ModelError(f"cannot read {what} {path}: {str(e).splitlines()[0]}") from None
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
@@ -96,6 +96,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(
+        raise ModelError(
             f"weights in {path} do not fit the model: {str(e).splitlines()[0]}"
         ) from None

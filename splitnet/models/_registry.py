@@ -8,6 +8,7 @@ from typing import Literal
 
 from torch import nn
 
+from splitnet._errors import SplitnetError
 from splitnet._registry import Registry
 
 Task = Literal["segmentation", "classification"]
@@ -25,6 +26,10 @@ STEEL_SEGMENTATION = dict(
     min_size=32,
     multilabel=True,
 )
+
+
+class ModelError(SplitnetError):
+    """A model that cannot be built, loaded or run on the given input."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from splitnet.models._registry import ModelError
+
 # (convolutions, output channels) of VGG16's five blocks
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 
@@ -68,7 +70,7 @@ class VGG16Encoder(nn.Module):
 def check_input(x: torch.Tensor, multiple: int, name: str) -> None:
     h, w = x.shape[-2:]
     if x.dim() != 4 or h % multiple or w % multiple or h < multiple or w < multiple:
-        raise ValueError(
+        raise ModelError(
             f"{name} takes N x C x H x W input with H and W multiples of {multiple}, "
             f"got {tuple(x.shape)}"
         )

@@ -7,14 +7,14 @@ import functools
 import torchvision
 from torch import nn
 
-from splitnet.models._registry import MODELS, ModelEntry, ModelInfo
+from splitnet.models._registry import MODELS, ModelEntry, ModelError, ModelInfo
 
 _MIN_SIZE = {"inception_v3": 75, "googlenet": 32}
 
 
 def _build(tv_name: str, *, num_classes: int = 1000, **kwargs) -> nn.Module:
     if kwargs.get("weights") is not None:
-        raise ValueError("splitnet never downloads weights: pass weights=FILE to create_model")
+        raise ModelError("splitnet never downloads weights: pass weights=FILE to create_model")
     if tv_name in ("inception_v3", "googlenet"):
         kwargs.setdefault("aux_logits", False)
         kwargs.setdefault("init_weights", True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from splitnet.models._registry import STEEL_SEGMENTATION, register_model
+from splitnet.models._registry import STEEL_SEGMENTATION, ModelError, register_model
 from splitnet.models._vgg import VGG16Encoder, check_input
 
 __all__ = ["FCNVGG16"]
@@ -55,7 +55,7 @@ class FCNVGG16(nn.Module):
     ) -> None:
         super().__init__()
         if stride not in (32, 16, 8):
-            raise ValueError(f"FCN stride must be 32, 16 or 8, got {stride}")
+            raise ModelError(f"FCN stride must be 32, 16 or 8, got {stride}")
         self.stride = stride
         self.encoder = VGG16Encoder(in_channels, width)
         c3, c4, c5 = self.encoder.out_channels[2:]

@@ -13,7 +13,7 @@ import functools
 from torch import nn
 
 from splitnet._registry import UnknownNameError
-from splitnet.models._registry import MODELS, STEEL_SEGMENTATION, ModelEntry, ModelInfo
+from splitnet.models._registry import MODELS, STEEL_SEGMENTATION, ModelEntry, ModelError, ModelInfo
 
 __all__ = ["smp_architectures"]
 
@@ -35,13 +35,13 @@ def _encoders() -> frozenset[str]:
 
 def _build(arch: str, encoder: str, *, num_classes: int = 4, **kwargs) -> nn.Module:
     if kwargs.get("encoder_weights") is not None:
-        raise ValueError("splitnet never downloads weights: pass weights=FILE to create_model")
+        raise ModelError("splitnet never downloads weights: pass weights=FILE to create_model")
     kwargs["encoder_weights"] = None
     try:
         return smp_architectures()[arch](encoder_name=encoder, classes=num_classes, **kwargs)
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"smp-{arch}-{encoder} cannot be built: {msg}") from None
+        raise ModelError(f"smp-{arch}-{encoder} cannot be built: {msg}") from None
 
 
 def _resolve(suffix: str) -> ModelEntry | None:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from splitnet.profile._baseline import STAND_IN, image_png_bytes
 from splitnet.profile._report import (
     Baseline,
+    ProfileError,
     ProfileRecord,
     ProfileReport,
     bits_key,
@@ -178,7 +179,7 @@ def profile_graph(
     chosen = list(g.points) if points is None else [g.point(p) for p in points]
     chosen = sorted({p.index: p for p in chosen}.values(), key=lambda p: p.index)
     if len(g.input_shapes) != 1 or len(g.input_shapes[0]) != 4 or g.input_shapes[0][0] != 1:
-        raise ValueError(
+        raise ProfileError(
             f"the profiler takes one 1xCxHxW input, {g.name} has inputs {g.input_shapes}"
         )
     input_chw = tuple(g.input_shapes[0][1:])
@@ -290,10 +291,10 @@ def check_bits(bits: Iterable[int]) -> tuple[int, ...]:
     out = []
     for b in bits:
         if isinstance(b, bool) or int(b) != b or not 1 <= int(b) <= 32:
-            raise ValueError(f"bit widths must be integers in 1..32, got {b}")
+            raise ProfileError(f"bit widths must be integers in 1..32, got {b}")
         out.append(int(b))
     if not out:
-        raise ValueError("at least one bit width is needed")
+        raise ProfileError("at least one bit width is needed")
     return tuple(dict.fromkeys(out))
 
 
@@ -303,8 +304,8 @@ def check_fps(fps: Iterable[float]) -> tuple[float, ...]:
     for f in fps:
         f = float(f)
         if not f > 0 or f == float("inf"):
-            raise ValueError(f"frame rates must be > 0, got {f:g}")
+            raise ProfileError(f"frame rates must be > 0, got {f:g}")
         out.append(f)
     if not out:
-        raise ValueError("at least one frame rate is needed")
+        raise ProfileError("at least one frame rate is needed")
     return tuple(dict.fromkeys(out))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from splitnet.profile._report import ProfileReport, fps_key
+from splitnet.profile._report import ProfileError, ProfileReport, fps_key
 
 __all__ = ["plot_report"]
 
@@ -41,7 +41,7 @@ def plot_report(
     n = len(pts)
     fps = max(report.fps) if fps is None else float(fps)
     if fps not in report.fps:
-        raise ValueError(
+        raise ProfileError(
             f"fps {fps:g} is not in the report ({', '.join(map(fps_key, report.fps))})"
         )
     x = list(range(n))

@@ -7,9 +7,14 @@ import io
 import json
 from dataclasses import dataclass, field
 
+from splitnet._errors import SplitnetError
 from splitnet.split import CrossingTensor
 
 __all__ = ["Baseline", "ProfileRecord", "ProfileReport", "bits_key", "fps_key", "mbps"]
+
+
+class ProfileError(SplitnetError):
+    """A profile that cannot be made or shown: bad options, an input the profiler does not take."""
 
 
 def bits_key(bits: int) -> str:

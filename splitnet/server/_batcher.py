@@ -9,6 +9,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from splitnet._errors import ConfigError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -43,9 +45,9 @@ class DynamicBatcher(Generic[T, R]):
         executor: Executor | None = None,
     ) -> None:
         if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
         if max_delay_s < 0:
-            raise ValueError(f"max_delay must be >= 0, got {max_delay_s}")
+            raise ConfigError(f"max_delay must be >= 0, got {max_delay_s}")
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s

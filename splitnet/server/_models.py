@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splitnet.bundle import MANIFEST_FILE, Manifest, read_manifest
+from splitnet._errors import ConfigError, SplitnetError
+from splitnet.bundle import MANIFEST_FILE, BundleError, Manifest, read_manifest
 
 __all__ = ["FrameInput", "TailModel", "load_repository"]
 
@@ -44,7 +45,9 @@ class TailModel:
         self.path = Path(bundle_dir)
         self.manifest: Manifest = read_manifest(self.path)
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            raise ConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
         self.device = torch.device(device)
         self.autocast_dtype = PRECISIONS[precision]
         self.module = load_tail(self.path, verify=False).to(self.device)
@@ -67,20 +70,20 @@ class TailModel:
         return [("classes", "INT64", [-1]), ("probabilities", "FP32", [-1])]
 
     def check(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The decoded tensors as float32, or ``ValueError`` when they do not match the bundle."""
+        """The decoded tensors as float32, or ``SplitnetError`` when they do not match the bundle."""
         specs = self.manifest.crossing
         if len(tensors) != len(specs):
-            raise ValueError(
+            raise SplitnetError(
                 f"model {self.name} takes {len(specs)} crossing tensors, the payload has {len(tensors)}"
             )
         out = []
         for i, (t, spec) in enumerate(zip(tensors, specs, strict=True)):
             if tuple(t.shape) != tuple(spec.shape):
-                raise ValueError(
+                raise SplitnetError(
                     f"crossing tensor {i} ({spec.name}) must have shape {list(spec.shape)}, got {list(t.shape)}"
                 )
             if t.dtype.kind != "f":
-                raise ValueError(
+                raise SplitnetError(
                     f"crossing tensor {i} ({spec.name}) must be floating point, got {t.dtype}"
                 )
             out.append(np.ascontiguousarray(t, dtype=np.float32))
@@ -153,11 +156,13 @@ def load_repository(
     if (root / MANIFEST_FILE).is_file():
         dirs.insert(0, root)
     if not dirs:
-        raise ValueError(f"no bundle (a folder with {MANIFEST_FILE}) in {root}")
+        raise BundleError(f"no bundle (a folder with {MANIFEST_FILE}) in {root}")
     models: dict[str, TailModel] = {}
     for d in dirs:
         model = TailModel(d, device=device, precision=precision)
         if model.name in models:
-            raise ValueError(f"two bundles named {model.name!r}: {models[model.name].path} and {d}")
+            raise BundleError(
+                f"two bundles named {model.name!r}: {models[model.name].path} and {d}"
+            )
         models[model.name] = model
     return models

@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from splitnet._errors import ConfigError
 from splitnet.server._auth import TokenAuthInterceptor
 from splitnet.server._core import InferenceCore
 from splitnet.server._metrics import Metrics
@@ -66,9 +67,9 @@ def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name not in ("cuda", "cpu") and not name.startswith("cuda:"):
-        raise ValueError(f"--device must be cuda, cpu or auto, got {name!r}")
+        raise ConfigError(f"--device must be cuda, cpu or auto, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but CUDA is not available here")
+        raise ConfigError("--device cuda asked for, but CUDA is not available here")
     return name
 
 
@@ -77,9 +78,9 @@ class InferenceServer:
 
     def __init__(self, config: ServerConfig, *, models: dict[str, TailModel] | None = None) -> None:
         if (config.tls_cert is None) != (config.tls_key is None):
-            raise ValueError("--tls-cert and --tls-key go together")
+            raise ConfigError("--tls-cert and --tls-key go together")
         if config.tls_ca is not None and config.tls_cert is None:
-            raise ValueError("--tls-ca needs --tls-cert and --tls-key")
+            raise ConfigError("--tls-ca needs --tls-cert and --tls-key")
         self.config = config
         self.device = _device(config.device)
         self.models = (

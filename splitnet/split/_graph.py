@@ -23,6 +23,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import fx, nn
 
+from splitnet._errors import SplitnetError
 from splitnet.split._kinds import KINDS, op_kind, op_short_name
 
 __all__ = ["CrossingTensor", "SplitError", "SplitGraph", "SplitPoint", "trace"]
@@ -37,7 +38,7 @@ _ASSERTS = {
 }
 
 
-class SplitError(ValueError):
+class SplitError(SplitnetError):
     """A model that cannot be traced, or a split point that does not exist."""
 
 

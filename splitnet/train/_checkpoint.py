@@ -7,6 +7,8 @@ from pathlib import Path
 
 from torch import nn
 
+from splitnet.train._metrics import TrainError
+
 __all__ = ["CHECKPOINT_FORMAT", "last_path", "load_checkpoint", "model_from_checkpoint"]
 
 CHECKPOINT_FORMAT = "splitnet-checkpoint-1"
@@ -29,7 +31,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
     ckpt = read_torch_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a splitnet training checkpoint (splitnet train --out)")
+        raise TrainError(f"{path} is not a splitnet training checkpoint (splitnet train --out)")
     return ckpt
 
 
@@ -48,7 +50,7 @@ def model_from_checkpoint(
 
     ckpt = load_checkpoint(path)
     if name is not None and name != ckpt["model"]:
-        raise ValueError(f"{path} holds a {ckpt['model']} model, not {name}")
+        raise TrainError(f"{path} holds a {ckpt['model']} model, not {name}")
     kwargs = {**ckpt.get("model_kwargs", {}), **overrides}
     model = create_model(ckpt["model"], num_classes=ckpt["num_classes"], **kwargs)
     load_weights(model, path)

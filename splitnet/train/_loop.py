@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from splitnet.train._checkpoint import CHECKPOINT_FORMAT, last_path, load_checkpoint
 from splitnet.train._eval import Normalize, evaluate, primary_metric
+from splitnet.train._metrics import TrainError
 
 __all__ = ["TrainConfig", "TrainResult", "make_loss", "train"]
 
@@ -99,7 +100,7 @@ def make_loss(task: str) -> nn.Module:
 
 def _check_task(model_task: str, data_task: str, model: str, data: str) -> None:
     if model_task != data_task:
-        raise ValueError(f"{model} is a {model_task} model but --data {data} is {data_task} data")
+        raise TrainError(f"{model} is a {model_task} model but --data {data} is {data_task} data")
 
 
 def resolve_input(
@@ -111,9 +112,9 @@ def resolve_input(
     if input_shape is not None:
         c, h, w = input_shape
         if c not in (1, 3):
-            raise ValueError(f"--input must have 1 or 3 channels, got {c}")
+            raise TrainError(f"--input must have 1 or 3 channels, got {c}")
         if h % multiple or w % multiple:
-            raise ValueError(
+            raise TrainError(
                 f"--input height and width must be multiples of {multiple}, got {h}x{w}"
             )
     return input_shape
@@ -136,7 +137,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     t0 = time.perf_counter()
     if config.epochs < 1 or config.batch < 1 or not config.lr > 0:
-        raise ValueError("epochs and batch must be >= 1 and lr > 0")
+        raise TrainError("epochs and batch must be >= 1 and lr > 0")
     info = get_model_info(config.model)
     input_shape = resolve_input(config.input_shape, info.task, info.input_multiple)
     channels = input_shape[0] if input_shape else 3
@@ -163,7 +164,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.resume:
         state = load_checkpoint(last_path(out))
         if state["model"] != config.model or state["model_kwargs"] != kwargs:
-            raise ValueError(
+            raise TrainError(
                 f"{last_path(out)} was trained as {state['model']} {state['model_kwargs']}, "
                 f"not {config.model} {kwargs}"
             )
@@ -172,7 +173,7 @@ def train(config: TrainConfig) -> TrainResult:
         start, best, best_epoch = state["epoch"], state["best_metric"], state["best_epoch"]
         history = list(state["history"])
         if start >= config.epochs:
-            raise ValueError(f"{last_path(out)} already has {start} epochs; ask for more --epochs")
+            raise TrainError(f"{last_path(out)} already has {start} epochs; ask for more --epochs")
 
     meta = {
         "format": CHECKPOINT_FORMAT,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from splitnet._errors import SplitnetError
+
 __all__ = ["DiceMeter", "TopKMeter", "dice_scores"]
+
+
+class TrainError(SplitnetError):
+    """A training, evaluation or rate-accuracy run that cannot start: bad options or checkpoint."""
 
 
 def dice_scores(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -20,7 +26,7 @@ def dice_scores(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         1.0
     """
     if pred.shape != target.shape or pred.dim() != 4:
-        raise ValueError(f"dice needs two N x C x H x W masks, got {pred.shape} and {target.shape}")
+        raise TrainError(f"dice needs two N x C x H x W masks, got {pred.shape} and {target.shape}")
     p, t = pred.bool(), target.bool()
     inter = (p & t).sum((2, 3)).double()
     total = (p.sum((2, 3)) + t.sum((2, 3))).double()
@@ -46,7 +52,7 @@ class DiceMeter:
 
     def compute(self) -> dict:
         if self.count == 0:
-            raise ValueError("no images were scored")
+            raise TrainError("no images were scored")
         per_class = (self.sums / self.count).tolist()
         return {"mean_dice": sum(per_class) / len(per_class), "dice_per_class": per_class}
 
@@ -67,5 +73,5 @@ class TopKMeter:
 
     def compute(self) -> dict:
         if self.count == 0:
-            raise ValueError("no images were scored")
+            raise TrainError("no images were scored")
         return {"top1": self.hits1 / self.count, "top5": self.hitsk / self.count}

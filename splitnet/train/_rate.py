@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from splitnet.train._eval import Normalize, make_meter, primary_metric
+from splitnet.train._metrics import TrainError
 
 __all__ = [
     "DEFAULT_CODECS",
@@ -158,7 +159,7 @@ def rate_accuracy(
     if config.points is None:
         points = g.select(kind="pool")
         if not points:
-            raise ValueError(f"{g.name} has no pool points; name the points to sweep (--points)")
+            raise TrainError(f"{g.name} has no pool points; name the points to sweep (--points)")
     else:
         points = [g.point(p) for p in config.points]
     codecs = [get_codec(name, **config.codec_options) for name in config.codecs]

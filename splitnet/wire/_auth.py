@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from splitnet._errors import ConfigError
+
 __all__ = ["read_token"]
 
 
@@ -12,5 +14,5 @@ def read_token(path: str | os.PathLike) -> str:
     with open(path, encoding="utf-8") as f:
         token = f.read().strip()
     if not token:
-        raise ValueError(f"token file {path} is empty")
+        raise ConfigError(f"token file {path} is empty")
     return token

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from splitnet._errors import SplitnetError
 from splitnet.wire import inference_pb2 as pb
 
 # the one input of every splitnet model: a codec payload as a UINT8 vector
@@ -43,12 +44,16 @@ _CONTENTS_FIELD = {
 }
 
 
+class WireError(SplitnetError):
+    """A KServe v2 message or tensor that cannot be built or read."""
+
+
 def to_datatype(dtype: np.dtype | type) -> str:
     """numpy dtype -> KServe datatype name (``uint8`` -> ``"UINT8"``)."""
     try:
         return _BY_DTYPE[np.dtype(dtype)]
     except KeyError:
-        raise ValueError(f"no KServe datatype for numpy dtype {np.dtype(dtype)}") from None
+        raise WireError(f"no KServe datatype for numpy dtype {np.dtype(dtype)}") from None
 
 
 def to_numpy_dtype(datatype: str) -> np.dtype:
@@ -56,7 +61,7 @@ def to_numpy_dtype(datatype: str) -> np.dtype:
     try:
         return DATATYPES[datatype]
     except KeyError:
-        raise ValueError(
+        raise WireError(
             f"unsupported datatype {datatype!r}; supported: {', '.join(DATATYPES)}"
         ) from None
 
@@ -127,7 +132,7 @@ def serialize_infer_request(request: pb.ModelInferRequest, raw_inputs: list[byte
     encoder, which is an order of magnitude slower for megabytes.
     """
     if request.raw_input_contents:
-        raise ValueError("request already holds raw_input_contents")
+        raise WireError("request already holds raw_input_contents")
     parts = [request.SerializeToString()]
     for raw in raw_inputs:
         parts += [_RAW_INPUT_TAG, _varint(len(raw)), raw]
@@ -170,7 +175,7 @@ def output_arrays(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
         shape = tuple(int(d) for d in out.shape)
         if raw:
             if i >= len(raw):
-                raise ValueError(
+                raise WireError(
                     f"response has {len(response.outputs)} outputs but {len(raw)} raw contents"
                 )
             arr = np.frombuffer(raw[i], dtype=dtype.newbyteorder("<"))
@@ -178,6 +183,6 @@ def output_arrays(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
             arr = np.asarray(getattr(out.contents, _CONTENTS_FIELD[out.datatype]), dtype=dtype)
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
         if arr.size != count:
-            raise ValueError(f"output {out.name!r}: {arr.size} elements for shape {list(shape)}")
+            raise WireError(f"output {out.name!r}: {arr.size} elements for shape {list(shape)}")
         arrays[out.name] = arr.reshape(shape).astype(dtype, copy=False)
     return arrays
