@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained in {train_s:.0f} s; best val {result.metric_name} {result.best_metric:.4f}")
 
     model, _ = model_from_checkpoint(cfg["model"], out / "model.pt")
-    val = open_dataset(data, split="val", size=(h, w), channels=c)
+    val = open_dataset(data, subset="val", size=(h, w), channels=c)
     ra = cfg["rate_accuracy"]
     tgt = cfg.get("target", {})
     summary["rate_accuracy_seconds"] = {}
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch=ra["batch"],
             ),
         )
-        doc.update({"weights": "model.pt", "data": val.spec, "split": "val"})
+        doc.update({"weights": "model.pt", "data": val.spec, "subset": "val"})
         stem = "" if k == 0 else f"{sweep['name']}_"
         write_outputs(
             doc,

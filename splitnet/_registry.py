@@ -83,6 +83,10 @@ class Registry(Generic[T]):
             names = fnmatch.filter(names, pattern)
         return sorted(set(names))
 
+    def entries(self) -> list[T]:
+        """The entries registered by name (not families), in registration order."""
+        return list(self._entries.values())
+
     def get(self, name: str) -> T:
         """The entry registered as ``name``; raises :class:`UnknownNameError`."""
         entry = self._entries.get(name)

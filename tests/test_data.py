@@ -149,7 +149,7 @@ def test_severstal_reads_both_csv_forms(tmp_path, old):
 
 def test_severstal_images_in_root_and_spec(tmp_path):
     root, _ = _severstal(tmp_path, sub=False)
-    ds = open_dataset(f"severstal:{root},val=0.34", split="val", size=(32, 64))
+    ds = open_dataset(f"severstal:{root},val=0.34", subset="val", size=(32, 64))
     assert len(ds) == 1 and ds.task == "segmentation"
     x, y = ds[0]
     assert x.shape == (3, 32, 64) and y.shape == (4, 32, 64)
@@ -208,25 +208,25 @@ def _folder(root, labels=("cat", "dog", "eel"), per_label=10):
 def test_folder_seeded_split(tmp_path):
     root = _folder(tmp_path / "imgs")
     full = ImageFolderDataset(root)
-    train = ImageFolderDataset(root, split="train", seed=5)
-    val = ImageFolderDataset(root, split="val", seed=5)
+    train = ImageFolderDataset(root, subset="train", seed=5)
+    val = ImageFolderDataset(root, subset="val", seed=5)
     assert full.class_names == ("cat", "dog", "eel") and len(full) == 30
     assert (len(train), len(val)) == (21, 9)
     paths = lambda ds: {p for p, _ in ds.samples}  # noqa: E731
     assert paths(train).isdisjoint(paths(val)) and paths(train) | paths(val) == paths(full)
-    assert paths(ImageFolderDataset(root, split="val", seed=5)) == paths(val)
-    assert paths(ImageFolderDataset(root, split="val", seed=6)) != paths(val)
+    assert paths(ImageFolderDataset(root, subset="val", seed=5)) == paths(val)
+    assert paths(ImageFolderDataset(root, subset="val", seed=6)) != paths(val)
     x, label = train[0]
     assert x.shape == (3, 12, 12) and label in (0, 1, 2)
-    ds = open_dataset(f"folder:{root},val=0.5", split="train", size=(16, 16))
+    ds = open_dataset(f"folder:{root},val=0.5", subset="train", size=(16, 16))
     assert len(ds) == 15 and ds[0][0].shape == (3, 16, 16) and ds.task == "classification"
 
 
 def test_folder_given_split(tmp_path):
     _folder(tmp_path / "d" / "train", per_label=4)
     _folder(tmp_path / "d" / "val", per_label=2)
-    assert len(ImageFolderDataset(tmp_path / "d", split="train")) == 12
-    assert len(ImageFolderDataset(tmp_path / "d", split="val")) == 6
+    assert len(ImageFolderDataset(tmp_path / "d", subset="train")) == 12
+    assert len(ImageFolderDataset(tmp_path / "d", subset="val")) == 6
     _folder(tmp_path / "e" / "train", per_label=1)
     _folder(tmp_path / "e" / "val", labels=("cat", "dog"), per_label=1)
     with pytest.raises(DataError, match="different labels"):
@@ -258,12 +258,12 @@ def test_parse_spec():
     [
         ("imagenet:/x", "unknown data source"),
         ("synthetic:q=1", "no option 'q'"),
-        ("severstal", "needs a directory"),
+        ("severstal", "needs a path"),
         ("synthetic:/x", "key=value"),
         ("synthetic:size=3", "size must look like"),
         ("synthetic:n=abc", "not a int"),
         ("synthetic:n=5,val=1.5", r"val must be in \[0, 1\)"),
-        ("synthetic:n=5,split=test", "split must be"),
+        ("synthetic:n=5,subset=test", "subset must be"),
     ],
 )
 def test_open_dataset_rejects_bad_specs(spec, message):
@@ -272,8 +272,8 @@ def test_open_dataset_rejects_bad_specs(spec, message):
 
 
 def test_open_dataset_splits_are_disjoint():
-    train = open_dataset("synthetic:n=10,size=32x64", split="train")
-    val = open_dataset("synthetic:n=10,size=32x64", split="val")
+    train = open_dataset("synthetic:n=10,size=32x64", subset="train")
+    val = open_dataset("synthetic:n=10,size=32x64", subset="val")
     assert (len(train), len(val)) == (8, 2)
     assert set(train.indices).isdisjoint(val.indices)
     assert len(open_dataset("synthetic:n=10,size=32x64,limit=3")) == 3

@@ -78,7 +78,7 @@ def test_topk_meter():
 
 
 def test_a_few_steps_reduce_the_loss():
-    ds = open_dataset(TINY, split="train", size=(32, 64))
+    ds = open_dataset(TINY, subset="train", size=(32, 64))
     x = torch.stack([ds[i][0] for i in range(4)])
     y = torch.stack([ds[i][1] for i in range(4)])
     model = create_model("unet-vgg16", **TINY_KW).train()
@@ -129,7 +129,7 @@ def test_train_keeps_best_and_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)  # resuming changes nothing
 
     model, ckpt = model_from_checkpoint("unet-vgg16", tmp_path / "a" / "m.pt")
-    val = open_dataset(TINY, split="val", size=TINY_INPUT[1:])
+    val = open_dataset(TINY, subset="val", size=TINY_INPUT[1:])
     assert evaluate(model, val)["mean_dice"] == pytest.approx(ckpt["best_metric"])
     with pytest.raises(ValueError, match="not fcn8s-vgg16"):
         model_from_checkpoint("fcn8s-vgg16", tmp_path / "a" / "m.pt")
@@ -166,7 +166,7 @@ def test_image_roundtrip_png_is_lossless():
 
 def test_rate_accuracy_through_the_real_codec(tiny_checkpoint):
     model, _ = model_from_checkpoint(None, tiny_checkpoint)
-    val = open_dataset(TINY, split="val", size=TINY_INPUT[1:])
+    val = open_dataset(TINY, subset="val", size=TINY_INPUT[1:])
     cfg = RateAccuracyConfig(
         points=("encoder.block2.pool", "encoder.block4.pool"),
         codecs=("q8", "q2"),
@@ -213,7 +213,7 @@ def test_rate_accuracy_through_the_real_codec(tiny_checkpoint):
 
 def test_write_outputs(tiny_checkpoint, tmp_path):
     model, _ = model_from_checkpoint(None, tiny_checkpoint)
-    val = open_dataset(TINY, split="val", size=TINY_INPUT[1:], channels=3)
+    val = open_dataset(TINY, subset="val", size=TINY_INPUT[1:], channels=3)
     cfg = RateAccuracyConfig(
         points=(2,), codecs=("q4",), png=False, jpeg_qualities=(), progress=False
     )
@@ -234,7 +234,7 @@ def test_cli_train_evaluate_rate_accuracy(tmp_path, capsys):
     assert "best mean_dice" in capsys.readouterr().out
     assert main(["evaluate", "unet-vgg16", "--weights", str(out), "--data", TINY, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["split"] == "val" and len(doc["dice_per_class"]) == 4 and doc["images"] == 2
+    assert doc["subset"] == "val" and len(doc["dice_per_class"]) == 4 and doc["images"] == 2
     ra = tmp_path / "ra"
     argv = ["rate-accuracy", "unet-vgg16", "--weights", str(out), "--data", TINY]
     argv += ["--points", "encoder.block3.pool", "--codecs", "q4", "--jpeg", "75", "--quiet"]

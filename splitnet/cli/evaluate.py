@@ -2,7 +2,7 @@
 
 Segmentation: Dice per class and mean (an empty prediction on an empty mask
 scores 1, Severstal's convention); classification: top-1 and top-5. The data's
-``val`` split is scored unless the spec says ``split=``; frames are resized to
+``val`` subset is scored unless the spec says ``subset=``; frames are resized to
 the checkpoint's input shape unless ``--input`` is given.
 """
 
@@ -45,8 +45,8 @@ def load(args: argparse.Namespace):
     spec = parse_spec(args.data)
     model, ckpt = model_from_checkpoint(args.model, args.weights)
     shape = args.input or tuple(ckpt["input_shape"])
-    split = spec.options.get("split", "val")
-    ds = open_dataset(spec, split=split, size=tuple(shape[1:]), channels=shape[0])
+    subset = spec.options.get("subset", "val")
+    ds = open_dataset(spec, subset=subset, size=tuple(shape[1:]), channels=shape[0])
     if ds.task != ckpt["task"]:
         raise ConfigError(f"{args.weights} is a {ckpt['task']} model; --data is {ds.task} data")
     if ds.num_classes != ckpt["num_classes"]:
@@ -61,17 +61,17 @@ def run(args: argparse.Namespace) -> int:
 
     model, _, ds = load(args)
     scores = evaluate(model, ds, batch=args.batch, threshold=args.threshold, progress=True)
-    doc = {"model": args.model, "weights": args.weights, "data": ds.spec, "split": ds.split}
+    doc = {"model": args.model, "weights": args.weights, "data": ds.spec, "subset": ds.subset}
     doc.update(scores)
     if args.json:
         print(json.dumps(doc, indent=2))
     elif "mean_dice" in scores:
         names = ds.class_names or [f"class_{i}" for i in range(ds.num_classes)]
-        print(f"{ds.split} split, {scores['images']} images")
+        print(f"{ds.subset} subset, {scores['images']} images")
         for name, d in zip(names, scores["dice_per_class"], strict=True):
             print(f"  dice {name:12s} {d:.4f}")
         print(f"  mean dice    {scores['mean_dice']:.4f}")
     else:
-        print(f"{ds.split} split, {scores['images']} images")
+        print(f"{ds.subset} subset, {scores['images']} images")
         print(f"  top-1 {scores['top1']:.4f}\n  top-5 {scores['top5']:.4f}")
     return 0

@@ -86,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     cal = None
     if args.calibrate:
         c = ds[0][0].shape[0]
-        cal = open_dataset(parse_spec(args.data), split="train", size=ds.size, channels=c)
+        cal = open_dataset(parse_spec(args.data), subset="train", size=ds.size, channels=c)
     doc = rate_accuracy(model, ds, config, calibration_data=cal)
-    doc.update({"weights": args.weights, "data": ds.spec, "split": ds.split})
+    doc.update({"weights": args.weights, "data": ds.spec, "subset": ds.subset})
     paths = write_outputs(doc, args.out, max_drop_points=args.max_drop, max_bits=args.max_bits)
     print(format_table(doc, max_drop_points=args.max_drop, max_bits=args.max_bits))
     print(f"wrote {paths['json']}, {paths['table']}, {paths['plot']}")

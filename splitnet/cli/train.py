@@ -1,7 +1,7 @@
 """``splitnet train MODEL --data SPEC --epochs N --out FILE``: train a model for splitting.
 
 Segmentation trains with BCE + Dice and Adam, classification with
-cross-entropy; the data's ``val`` split (20% unless ``val=``) validates each
+cross-entropy; the data's ``val`` subset (20% unless ``val=``) validates each
 epoch and the best checkpoint (validation mean Dice or top-1) is kept in
 ``FILE``; ``FILE`` with ``.last`` before its suffix holds the last epoch, from
 which ``--resume`` continues.

@@ -1,8 +1,8 @@
 """Image classification from a folder whose sub-folder names are the labels.
 
 The torchvision ``ImageFolder`` convention: ``root/<label>/<image>``. If
-``root`` holds ``train/`` and ``val/`` (each in that layout), that split is
-used as given; otherwise the images are split with a seeded permutation
+``root`` holds ``train/`` and ``val/`` (each in that layout), those subsets are
+used as given; otherwise the subsets are drawn with a seeded permutation
 (70/30 by default) stratified by nothing but the seed.
 """
 
@@ -17,13 +17,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from splitnet.data.severstal import DataError
+from splitnet.data._source import SUBSETS, DataError, DataRequest, register_data_source
 
-__all__ = ["ImageFolderDataset", "has_given_split"]
+__all__ = ["ImageFolderDataset", "has_given_subsets"]
 
 
-def has_given_split(root: str | os.PathLike) -> bool:
-    """Whether ``root`` holds ``train/`` and ``val/`` sub-folders (a given split)."""
+def has_given_subsets(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds ``train/`` and ``val/`` sub-folders (given subsets)."""
     root = Path(root)
     return (root / "train").is_dir() and (root / "val").is_dir()
 
@@ -44,9 +44,10 @@ class ImageFolderDataset(Dataset):
 
     Args:
         root: the folder.
-        split: ``"all"``, ``"train"`` or ``"val"``.
-        train_fraction: share of the images in ``"train"`` when the split is not given.
-        seed: seed of the permutation that makes the split.
+        subset: ``"all"``, ``"train"`` or ``"val"``.
+        train_fraction: share of the images in ``"train"`` when ``root`` has no
+            ``train/`` and ``val/`` sub-folders.
+        seed: seed of the permutation that draws the subsets.
         channels: 3 (RGB) or 1 (grayscale).
     """
 
@@ -56,7 +57,7 @@ class ImageFolderDataset(Dataset):
         self,
         root: str | os.PathLike,
         *,
-        split: str = "all",
+        subset: str = "all",
         train_fraction: float = 0.7,
         seed: int = 0,
         channels: int = 3,
@@ -64,10 +65,10 @@ class ImageFolderDataset(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"image folder not found: {self.root}")
-        if split not in ("all", "train", "val"):
-            raise DataError(f"split must be all, train or val, got {split!r}")
+        if subset not in SUBSETS:
+            raise DataError(f"subset must be all, train or val, got {subset!r}")
         self.channels = channels
-        if has_given_split(self.root):
+        if has_given_subsets(self.root):
             classes, train = _scan(self.root / "train")
             val_classes, val = _scan(self.root / "val")
             if val_classes != classes:
@@ -75,12 +76,12 @@ class ImageFolderDataset(Dataset):
                     f"{self.root}: train/ and val/ have different labels "
                     f"({', '.join(classes)} vs {', '.join(val_classes)})"
                 )
-            samples = {"train": train, "val": val, "all": train + val}[split]
+            samples = {"train": train, "val": val, "all": train + val}[subset]
         else:
             classes, everything = _scan(self.root)
             order = np.random.default_rng(seed).permutation(len(everything))
             n_train = int(round(train_fraction * len(everything)))
-            picked = {"all": order, "train": order[:n_train], "val": order[n_train:]}[split]
+            picked = {"all": order, "train": order[:n_train], "val": order[n_train:]}[subset]
             samples = [everything[i] for i in sorted(picked)]
         self.classes = classes
         self.class_names = tuple(classes)
@@ -107,3 +108,15 @@ class ImageFolderDataset(Dataset):
         x = torch.from_numpy(image).float().div_(255)
         x = x.permute(2, 0, 1) if x.dim() == 3 else x[None]
         return x.contiguous(), label
+
+
+@register_data_source("folder", subsets=True, default_val=0.3)
+def _open(request: DataRequest) -> ImageFolderDataset:
+    """``folder:DIR``: its ``train/`` and ``val/`` sub-folders, or a seeded 70/30 draw."""
+    return ImageFolderDataset(
+        request.spec.path,
+        subset=request.subset,
+        train_fraction=1 - request.val,
+        seed=request.seed,
+        channels=request.channels,
+    )

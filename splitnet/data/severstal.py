@@ -27,16 +27,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from splitnet._errors import SplitnetError
+from splitnet.data._source import DataError, DataRequest, register_data_source
 
-__all__ = ["SEVERSTAL_CLASSES", "DataError", "SeverstalDataset", "rle_decode", "rle_encode"]
+__all__ = ["SEVERSTAL_CLASSES", "SeverstalDataset", "rle_decode", "rle_encode"]
 
 SEVERSTAL_CLASSES = ("defect_1", "defect_2", "defect_3", "defect_4")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-class DataError(SplitnetError):
-    """A dataset file that cannot be read as documented; the message names the file/row."""
 
 
 def rle_runs(text: str, num_pixels: int) -> np.ndarray:
@@ -228,3 +224,13 @@ class SeverstalDataset(Dataset):
         x = torch.from_numpy(image).float().div_(255)
         x = x.permute(2, 0, 1) if x.dim() == 3 else x[None]
         return x.contiguous(), torch.from_numpy(masks).float()
+
+
+@register_data_source("severstal", options={"csv"})
+def _open(request: DataRequest) -> SeverstalDataset:
+    """``severstal:DIR[,csv=train.csv]``."""
+    return SeverstalDataset(
+        request.spec.path,
+        channels=request.channels,
+        csv_name=request.spec.options.get("csv", "train.csv"),
+    )

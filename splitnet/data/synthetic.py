@@ -8,11 +8,13 @@ daemon's ``synthetic`` source draws the same frames without torch.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from splitnet.data.severstal import DataError
+from splitnet.data._source import DataError, DataRequest, register_data_source
 from splitnet.synthetic import DEFECT_CLASSES, make_frame
 
 __all__ = ["DEFECT_CLASSES", "SyntheticSteel", "make_frame"]
@@ -81,3 +83,25 @@ class SyntheticSteel(Dataset):
         image, masks = self.raw(index)
         x = torch.from_numpy(image).float().div_(255).expand(self.channels, -1, -1).contiguous()
         return x, torch.from_numpy(masks).float()
+
+
+def _size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)[xX×](\d+)", text)
+    if not m or min(int(g) for g in m.groups()) < 8:
+        raise DataError(f"--data option size must look like 128x800 (H x W >= 8), got {text!r}")
+    return int(m[1]), int(m[2])
+
+
+@register_data_source("synthetic", options={"n", "size", "p"}, path=False)
+def _open(request: DataRequest) -> SyntheticSteel:
+    """``synthetic[:n=200,size=128x800,p=0.4]``: frames at the spec's ``size``, else
+    at the size asked for, else 128x800."""
+    o = request.spec.options
+    size = _size(o["size"]) if "size" in o else (request.size or (128, 800))
+    return SyntheticSteel(
+        request.spec.number("n", int, 200),
+        size=size,
+        seed=request.seed,
+        channels=request.channels,
+        p_defect=request.spec.number("p", float, 0.4),
+    )

@@ -12,7 +12,13 @@ Example:
 
 from splitnet.device._daemon import DaemonConfig, DeviceDaemon, Summary, run_daemon
 from splitnet.device._runner import DeviceError, FrameError, HeadRunner
-from splitnet.device._sources import FrameSource, open_source
+from splitnet.device._sources import (
+    FrameRequest,
+    FrameSource,
+    list_frame_sources,
+    open_source,
+    register_frame_source,
+)
 from splitnet.device.bench import HeadBenchmark, benchmark_callable, benchmark_head
 
 __all__ = [
@@ -20,12 +26,15 @@ __all__ = [
     "DeviceDaemon",
     "DeviceError",
     "FrameError",
+    "FrameRequest",
     "FrameSource",
     "HeadBenchmark",
     "HeadRunner",
     "Summary",
     "benchmark_callable",
     "benchmark_head",
+    "list_frame_sources",
     "open_source",
+    "register_frame_source",
     "run_daemon",
 ]

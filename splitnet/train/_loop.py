@@ -27,7 +27,7 @@ class TrainConfig:
     Attributes:
         model: a registered model name.
         data: a ``--data`` spec (:func:`splitnet.data.open_dataset`); its
-            ``train`` split trains, its ``val`` split (20% unless ``val=``) validates.
+            ``train`` subset trains, its ``val`` subset (20% unless ``val=``) validates.
         out: the best checkpoint's path; the last epoch's resumable state goes
             next to it (``model.pt`` -> ``model.last.pt``).
         epochs: total epochs (a resumed run continues up to this number).
@@ -142,8 +142,8 @@ def train(config: TrainConfig) -> TrainResult:
     input_shape = resolve_input(config.input_shape, info.task, info.input_multiple)
     channels = input_shape[0] if input_shape else 3
     size = tuple(input_shape[1:]) if input_shape else None
-    train_ds = open_dataset(config.data, split="train", size=size, channels=channels)
-    val_ds = open_dataset(config.data, split="val", size=size, channels=channels)
+    train_ds = open_dataset(config.data, subset="train", size=size, channels=channels)
+    val_ds = open_dataset(config.data, subset="val", size=size, channels=channels)
     _check_task(info.task, train_ds.task, config.model, config.data)
     if input_shape is None:
         input_shape = tuple(train_ds[0][0].shape)
