@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -62,24 +65,69 @@ def test_registry_rejects_duplicates_and_lists_names():
         reg.get("b")
 
 
-@pytest.mark.parametrize(
-    "name", ["unet-vgg16", "fcn8s-vgg16", "pspnet-resnet50", "smp-fpn-efficientnet-b0"]
-)
-def test_segmentation_output_shape(name):
-    model = create_model(name, num_classes=3)
-    with torch.no_grad():
-        y = model(torch.randn(1, 3, 64, 96))
-    assert y.shape == (1, 3, 64, 96)
-    assert model.splitnet_info.task == "segmentation" and model.splitnet_info.num_classes == 3
-    assert not model.training
+# The smp family has ~900 names (every architecture x encoder); tests/test_split.py builds a
+# grid of them, and one per architecture here.
+SMP_SAMPLE = [f"smp-{arch}-resnet18" for arch in ("unet", "fpn", "deeplabv3plus", "pan")]
+SMP_SAMPLE += ["smp-fpn-efficientnet-b0", "smp-segformer-mit_b0"]
+# The fast tier builds every model on the meta device, where shapes propagate without
+# arithmetic: the whole zoo in seconds, checking each model's declared input sizes and its
+# output shape. These compute on real data while they initialise, so they build on the CPU...
+REAL_INIT = ["regnet-*", "smp-segformer-*"]
+# ... and of those, these take seconds each on two cores: explicit exclusions, as timm keeps them.
+SLOW_MODELS = ["regnet-[xy]-*gf"]
 
 
-@pytest.mark.parametrize("name", ["mobilenet-v2", "resnet18"])
-def test_classifier_output_shape(name):
-    model = create_model(name, num_classes=7)
-    with torch.no_grad():
-        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 7)
-    assert get_model_info(name).task == "classification"
+def _zoo(*, slow: bool | None = None) -> list[str]:
+    names = [n for n in list_models() if not n.startswith("smp-")] + SMP_SAMPLE
+    if slow is None:
+        return names
+    return [n for n in names if _matches(n, SLOW_MODELS) == slow]
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def _smallest_input(name: str) -> int:
+    info = get_model_info(name)
+    size = max(info.min_size, 32)
+    return -(-size // info.input_multiple) * info.input_multiple
+
+
+def _check_builds_and_runs(name: str, device: str) -> torch.Tensor:
+    with torch.device(device):
+        model = create_model(name, num_classes=3)
+        info = model.splitnet_info
+        size = _smallest_input(name)
+        assert info.max_size is None or size <= info.max_size
+        with torch.no_grad():
+            y = model(torch.randn(1, 3, size, size))
+    expected = (1, 3, size, size) if info.task == "segmentation" else (1, 3)
+    assert tuple(y.shape) == expected
+    assert info.num_classes == 3 and info.task == get_model_info(name).task
+    assert not model.training and model.splitnet_name == name
+    return y
+
+
+@pytest.mark.parametrize("name", _zoo(slow=False))
+def test_model_builds_and_runs_at_its_smallest_input(name):
+    _check_builds_and_runs(name, "cpu" if _matches(name, REAL_INIT) else "meta")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _zoo())
+def test_model_computes_at_its_smallest_input(name):
+    assert torch.isfinite(_check_builds_and_runs(name, "cpu")).all()
+
+
+def test_tiers_cover_the_zoo():
+    fast, slow = set(_zoo(slow=False)), set(_zoo(slow=True))
+    assert not fast & slow and fast | slow == set(_zoo())
+    assert {n for n in list_models() if not n.startswith("smp-")} <= fast | slow
+    assert set(REQUIRED) - {"smp-unet-resnet34"} <= fast
+    # every family (convnext, regnet, swin, vit, ...) keeps a member in the fast tier
+    family = lambda n: re.match(r"[a-z]+", n)[0]  # noqa: E731
+    assert {family(n) for n in slow} <= {family(n) for n in fast}
 
 
 def test_unet_vgg16_structure():

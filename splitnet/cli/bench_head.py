@@ -16,7 +16,9 @@ def add_parser(sub) -> None:
         description=__doc__,
     )
     p.add_argument("bundle", help="bundle folder (splitnet export)")
-    p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
+    p.add_argument(
+        "--head-device", default="CPU", help="OpenVINO device that runs the head (default CPU)"
+    )
     p.add_argument("--seconds", type=float, default=5.0, help="timed seconds (default 5)")
     p.add_argument("--warmup", type=float, default=1.0, help="untimed seconds first (default 1)")
     p.add_argument("--threads", type=int, help="inference threads (CPU)")
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         args.bundle,
         seconds=args.seconds,
         warmup=args.warmup,
-        device=args.device,
+        device=args.head_device,
         threads=args.threads,
         hint=args.hint,
         precision=None if args.precision == "default" else args.precision,
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     )
     xml = Path(args.bundle) / "head.xml"
     if args.json:
-        print(json.dumps({**result.to_dict(), "device": args.device}, indent=2))
+        print(json.dumps({**result.to_dict(), "device": args.head_device}, indent=2))
         return 0
     print(result)
     print(
@@ -55,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
         f"max {result.latency_ms_max:.2f}"
     )
     print(
-        f"  OpenVINO's own tool on the same IR: benchmark_app -m {xml} -d {args.device} -hint latency"
+        f"  OpenVINO's own tool on the same IR: benchmark_app -m {xml} -d {args.head_device} -hint latency"
     )
     return 0

@@ -33,7 +33,9 @@ def add_parser(sub) -> None:
         "--out", help="write results (mask PNG / classes JSON per frame) and summary.json here"
     )
     p.add_argument("--window", type=int, default=8, help="frames in flight at most (default 8)")
-    p.add_argument("--ov-device", default="CPU", help="OpenVINO device for the head (default CPU)")
+    p.add_argument(
+        "--head-device", default="CPU", help="OpenVINO device that runs the head (default CPU)"
+    )
     p.add_argument("--token-file")
     p.add_argument("--tls-ca")
     p.add_argument(
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         frames=args.frames,
         out=args.out,
         window=args.window,
-        device=args.ov_device,
+        device=args.head_device,
         token_file=args.token_file,
         tls_ca=args.tls_ca,
         retry_timeout_s=args.retry_timeout,

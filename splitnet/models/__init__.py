@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ def create_model(
     *,
     num_classes: int | None = None,
     weights: str | os.PathLike | None = None,
-    **kwargs,
+    **kwargs: Any,
 ) -> nn.Module:
     """Builds a registered model, randomly initialised, in eval mode.
 

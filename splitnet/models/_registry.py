@@ -46,6 +46,8 @@ class ModelInfo:
         class_names: default class names (empty: ``class_<i>``).
         input_multiple: height and width must be multiples of this.
         min_size: smallest height/width the model accepts.
+        max_size: largest height/width it accepts (``None``: no limit); a model
+            with ``min_size == max_size`` (a ViT) takes that one size only.
         mean, std: per-channel normalisation of an RGB frame scaled to [0, 1].
         multilabel: segmentation classes are independent sigmoids (the steel
             recipe, BCE + Dice) rather than one softmax.
@@ -56,6 +58,7 @@ class ModelInfo:
     class_names: tuple[str, ...] = ()
     input_multiple: int = 1
     min_size: int = 1
+    max_size: int | None = None
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     multilabel: bool = False

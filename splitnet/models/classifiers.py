@@ -9,7 +9,10 @@ from torch import nn
 
 from splitnet.models._registry import MODELS, ModelEntry, ModelError, ModelInfo
 
-_MIN_SIZE = {"inception_v3": 75, "googlenet": 32}
+# (min_size, max_size) where the default (32, no limit) is wrong: alexnet's pools need 63
+# pixels; ViTs and MaxViT are built for 224x224 and take nothing else
+_SIZES = {"inception_v3": (75, None), "alexnet": (63, None), "maxvit_t": (224, 224)}
+_SIZES.update({n: (224, 224) for n in torchvision.models.list_models() if n.startswith("vit_")})
 
 
 def _build(tv_name: str, *, num_classes: int = 1000, **kwargs) -> nn.Module:
@@ -27,7 +30,10 @@ for _tv_name in torchvision.models.list_models(module=torchvision.models):
         ModelEntry(
             functools.partial(_build, _tv_name),
             ModelInfo(
-                task="classification", num_classes=1000, min_size=_MIN_SIZE.get(_tv_name, 32)
+                "classification",
+                1000,
+                min_size=_SIZES.get(_tv_name, (32, None))[0],
+                max_size=_SIZES.get(_tv_name, (32, None))[1],
             ),
         ),
     )

@@ -17,6 +17,9 @@ from splitnet.models._registry import MODELS, STEEL_SEGMENTATION, ModelEntry, Mo
 
 __all__ = ["smp_architectures"]
 
+# PAN's feature-pyramid attention pools its 1/32 map three more times: 128 pixels at least
+_SIZES = {"pan": {"min_size": 128}}
+
 
 @functools.cache
 def smp_architectures() -> dict[str, type]:
@@ -56,7 +59,7 @@ def _resolve(suffix: str) -> ModelEntry | None:
         raise UnknownNameError(
             f"unknown smp encoder {encoder!r} in 'smp-{suffix}'; valid: {valid}, or tu-<timm model>"
         )
-    info = ModelInfo(**STEEL_SEGMENTATION)
+    info = ModelInfo(**{**STEEL_SEGMENTATION, **_SIZES.get(arch, {})})
     return ModelEntry(functools.partial(_build, arch, encoder), info)
 
 
