@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -112,10 +111,12 @@ def _number(options: dict[str, str], key: str, kind: type, default):
 
 
 def _size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)[xX×](\d+)", text)
-    if not m or min(int(g) for g in m.groups()) < 8:
-        raise DataError(f"--data option size must look like 128x800 (H x W >= 8), got {text!r}")
-    return int(m[1]), int(m[2])
+    from splitnet._shapes import ShapeError, parse_shape
+
+    try:
+        return parse_shape(text, dims=2, minimum=8, example="128x800", labels="H x W")  # type: ignore[return-value]
+    except ShapeError as e:
+        raise DataError(f"--data option size {e}") from None
 
 
 class SplitDataset(Dataset):
