@@ -42,6 +42,7 @@ def unet_crossings(height: int, width: int, seed: int = 0) -> dict[str, np.ndarr
     import torch
 
     from splitnet.models import create_model
+    from splitnet.models._preprocess import Normalize
     from splitnet.split import trace
     from splitnet.synthetic import rgb_frames
 
@@ -50,8 +51,7 @@ def unet_crossings(height: int, width: int, seed: int = 0) -> dict[str, np.ndarr
     model = create_model("unet-vgg16")
     info = model.splitnet_info
     frame = next(rgb_frames(height, width, seed=seed)).astype(np.float32) / 255
-    x = (frame - np.asarray(info.mean, np.float32)) / np.asarray(info.std, np.float32)
-    x = torch.from_numpy(x.transpose(2, 0, 1)[None].copy())
+    x = Normalize(info)(torch.from_numpy(frame.transpose(2, 0, 1)[None].copy()))
     g = trace(model, x)
     out: dict[str, np.ndarray] = {}
     with torch.no_grad():

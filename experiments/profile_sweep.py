@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from splitnet._table import format_table  # noqa: E402
 from splitnet.profile import (  # noqa: E402
     ProfileReport,
     bits_key,
@@ -81,10 +82,7 @@ def markdown(reports: list[ProfileReport], cfg: dict, seconds: float) -> str:
         head += ["device params", "peak act."]
         head += [f"{b}-bit/frame" for b in bits]
         head += [f"Mbit/s {b}-bit @{fps_key(f)}" for b in bits for f in fps]
-        lines.append("| " + " | ".join(head) + " |")
-        lines.append(
-            "|" + "|".join("---:" if i not in (1, 2) else ":---" for i in range(len(head))) + "|"
-        )
+        rows = []
         for p in r.points:
             row = [
                 str(p.index),
@@ -98,8 +96,9 @@ def markdown(reports: list[ProfileReport], cfg: dict, seconds: float) -> str:
                 *(human_bytes(p.bytes[b]) for b in r.bits),
                 *(f"{p.mbps[b][f]:,.0f}" for b in r.bits for f in r.fps),
             ]
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
+            rows.append(row)
+        align = "rll" + "r" * (len(head) - 3)
+        lines += [format_table(head, rows, align=align, style="markdown"), ""]
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ first are prefixed with their name).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -23,15 +24,8 @@ import torch
 import yaml
 
 from splitnet.data import open_dataset, parse_spec
-from splitnet.train import (
-    RateAccuracyConfig,
-    TrainConfig,
-    check_target,
-    model_from_checkpoint,
-    rate_accuracy,
-    train,
-    write_outputs,
-)
+from splitnet.profile import RateAccuracyConfig, rate_accuracy
+from splitnet.train import TrainConfig, model_from_checkpoint, train
 
 ROOT = Path(__file__).resolve().parent
 
@@ -90,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["rate_accuracy_seconds"] = {}
     for k, sweep in enumerate(ra["sweeps"]):
         t1 = time.perf_counter()
-        doc = rate_accuracy(
+        report = rate_accuracy(
             model,
             val,
             RateAccuracyConfig(
@@ -100,18 +94,18 @@ def main(argv: list[str] | None = None) -> int:
                 batch=ra["batch"],
             ),
         )
-        doc.update({"weights": "model.pt", "data": val.spec, "subset": "val"})
+        provenance = {"weights": "model.pt", "data": val.spec, "subset": "val"}
+        report = dataclasses.replace(report, provenance=provenance)
         stem = "" if k == 0 else f"{sweep['name']}_"
-        write_outputs(
-            doc,
+        report.write(
             out,
             stem=stem,
             max_drop_points=tgt.get("max_drop_points", 0.5),
             max_bits=tgt.get("max_bits", 2.0),
         )
         summary["rate_accuracy_seconds"][sweep["name"]] = round(time.perf_counter() - t1, 1)
-        for t in check_target(doc, **tgt):
-            print(f"[{sweep['name']}] {t}")
+        for t in report.check_target(**tgt):
+            print(f"[{sweep['name']}] {t.to_dict()}")
     summary["total_seconds"] = round(time.perf_counter() - t0, 1)
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)

@@ -161,6 +161,44 @@ def test_select_by_names_indices_pattern_kind():
     assert len({p.name for p in g.points}) == len(g.points)
 
 
+def test_parse_points_names_indices_ranges_kinds_all():
+    g = trace(create_model("unet-vgg16", width=0.125), torch.randn(1, 3, 64, 64))
+    block3 = g.point("encoder.block3.pool").index
+    chosen = g.parse_points("3,10-12,encoder.block3.pool,3")
+    assert [p.index for p in chosen] == sorted({3, 10, 11, 12, block3})
+    assert g.parse_points(["pool"]) == g.select(kind="pool")
+    assert g.parse_points("all") == list(g.points)
+    assert g.parse_points([-1, "2"]) == [g.points[2], g.points[-1]]
+    assert g.parse_points(" ,") == []
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("encoder.block3.pol", r"did you mean encoder\.block3\.pool.*a kind: .*pool"),
+        ("nonsense", r"no split point named 'nonsense'.*'all' or a kind: conv"),
+        ("12-10", "empty point range"),
+        ("0-100000", "out of range"),
+        ("100000", "out of range"),
+    ],
+)
+def test_parse_points_rejects_unknown_names_with_the_valid_ones(spec, message):
+    g = trace(create_model("unet-vgg16", width=0.125), torch.randn(1, 3, 64, 64))
+    with pytest.raises(SplitError, match=message):
+        g.parse_points(spec)
+
+
+def test_liveness_is_the_graphs():
+    from splitnet.profile._graphinfo import graph_info
+
+    g = trace(create_model("unet-vgg16", width=0.125), torch.randn(1, 3, 64, 64))
+    info = graph_info(g)
+    assert info.pos is g.positions and info.last_use is g.last_uses
+    for p in g.select(kind="pool"):
+        crossing = [v for v, last in g.last_uses.items() if g.positions[v] <= p.index < last]
+        assert len(crossing) == len(p.tensors)
+
+
 def test_split_accepts_index_name_point_and_rejects_others():
     g = trace(create_model("unet-vgg16", width=0.125), torch.randn(1, 3, 32, 32))
     p = g.point("encoder.block3.pool")

@@ -1,4 +1,4 @@
-"""Training, metrics, checkpoints, rate-accuracy and their CLIs, on tiny models and data."""
+"""Training, metrics, checkpoints and their CLIs (rate-accuracy's included), on tiny models and data."""
 
 from __future__ import annotations
 
@@ -10,28 +10,20 @@ import torch
 from PIL import Image
 
 from splitnet.cli.main import main
-from splitnet.codec import decode, get_codec
 from splitnet.data import open_dataset
 from splitnet.models import create_model
-from splitnet.split import trace
 from splitnet.train import (
     DiceMeter,
     Normalize,
-    RateAccuracyConfig,
     TopKMeter,
     TrainConfig,
-    check_target,
     dice_scores,
     evaluate,
-    format_table,
-    image_roundtrip,
     last_path,
     load_checkpoint,
     make_loss,
     model_from_checkpoint,
-    rate_accuracy,
     train,
-    write_outputs,
 )
 
 TINY = "synthetic:n=10,seed=1"
@@ -153,75 +145,6 @@ def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     _train(path, epochs=1)
     return path / "m.pt"
-
-
-def test_image_roundtrip_png_is_lossless():
-    x = torch.rand(3, 8, 16).mul(255).round().div(255)
-    y, size = image_roundtrip(x, "png")
-    assert torch.equal(x, y) and size > 0
-    gray = x[:1].expand(3, -1, -1)
-    y, _ = image_roundtrip(gray, "jpeg", 90)
-    assert y.shape == gray.shape and torch.equal(y[0], y[2])
-
-
-def test_rate_accuracy_through_the_real_codec(tiny_checkpoint):
-    model, _ = model_from_checkpoint(None, tiny_checkpoint)
-    val = open_dataset(TINY, subset="val", size=TINY_INPUT[1:])
-    cfg = RateAccuracyConfig(
-        points=("encoder.block2.pool", "encoder.block4.pool"),
-        codecs=("q8", "q2"),
-        jpeg_qualities=(50,),
-        batch=3,  # 2 frames: the last batch is padded
-        progress=False,
-    )
-    doc = rate_accuracy(model, val, cfg)
-    assert doc["frames"] == 2 and doc["metric"] == "mean_dice" and doc["input"] == [3, 64, 64]
-    ref = evaluate(model, val)["mean_dice"]
-    assert doc["reference"]["mean_dice"] == pytest.approx(ref)
-    assert [p["name"] for p in doc["points"]] == ["encoder.block2.pool", "encoder.block4.pool"]
-    png, jpeg = doc["baselines"]
-    assert png["name"] == "png" and png["mean_dice"] == pytest.approx(ref)  # lossless
-    assert png["drop_points"] == pytest.approx(0, abs=1e-9) and jpeg["name"] == "jpeg50"
-
-    # the measured rate is what the codec produces for each frame's crossing tensors
-    g = trace(model, torch.zeros(1, *TINY_INPUT))
-    head, _ = g.split("encoder.block2.pool")
-    norm = Normalize(model.splitnet_info)
-    total, elements = 0, 0
-    for i in range(len(val)):
-        arrays = [t.detach().numpy() for t in head(norm(val[i][0][None]))]
-        payload = get_codec("q2").encode(arrays)
-        total += len(payload)
-        elements = sum(a.size for a in arrays)
-        assert [d.shape for d in decode(payload)] == [a.shape for a in arrays]
-    q8, q2 = doc["points"][0]["results"]
-    assert q2["codec"] == "q2" and q2["bits_per_element"] == pytest.approx(
-        8 * total / (2 * elements)
-    )
-    assert q2["kb_per_frame"] == pytest.approx(total / 2 / 1000)
-    assert doc["points"][0]["elements"] == elements
-    assert q8["bits_per_element"] > q2["bits_per_element"]
-    assert abs(q8["drop_points"]) <= 1.0  # 8 bits barely changes the masks
-    for r in (q8, q2):
-        assert r["drop_points"] == pytest.approx(100 * (ref - r["mean_dice"]))
-
-    targets = check_target(doc, max_drop_points=0.5, max_bits=0.0001)
-    assert not any(t["met"] for t in targets) and "lowest rate" in targets[0]["miss"]
-    table = format_table(doc)
-    assert "| encoder.block4.pool |" in table and "| jpeg50 |" in table
-
-
-def test_write_outputs(tiny_checkpoint, tmp_path):
-    model, _ = model_from_checkpoint(None, tiny_checkpoint)
-    val = open_dataset(TINY, subset="val", size=TINY_INPUT[1:], channels=3)
-    cfg = RateAccuracyConfig(
-        points=(2,), codecs=("q4",), png=False, jpeg_qualities=(), progress=False
-    )
-    doc = rate_accuracy(model, val, cfg)
-    paths = write_outputs(doc, tmp_path)
-    saved = json.loads(open(paths["json"]).read())
-    assert saved["target"]["points"][0]["point"] == doc["points"][0]["name"]
-    assert open(paths["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 # ---- CLI ------------------------------------------------------------------------------------

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from splitnet._errors import ConfigError
+from splitnet._shapes import ShapeError, parse_shape
 
 
 def add_model_and_input(parser: argparse.ArgumentParser) -> None:
@@ -22,12 +22,10 @@ def add_model_and_input(parser: argparse.ArgumentParser) -> None:
 
 def input_shape(text: str) -> tuple[int, int, int]:
     """``"3x256x1600"`` -> ``(3, 256, 1600)`` (channels x height x width)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX×,]\s*(\d+)\s*[xX×,]\s*(\d+)\s*", text)
-    if not m or min(int(g) for g in m.groups()) < 1:
-        raise argparse.ArgumentTypeError(
-            f"--input must look like 3x256x1600 (C x H x W), got {text!r}"
-        )
-    return tuple(int(g) for g in m.groups())  # type: ignore[return-value]
+    try:
+        return parse_shape(text, dims=3, example="3x256x1600", labels="C x H x W")  # type: ignore[return-value]
+    except ShapeError as e:
+        raise argparse.ArgumentTypeError(f"--input {e}") from None
 
 
 def int_list(text: str) -> list[int]:

@@ -46,38 +46,23 @@ def describe(g, points) -> dict:
 
 
 def format_table(doc: dict) -> str:
-    rows = [("index", "name", "kind", "crossing tensors", "elements", "bytes@f32")]
-    for p in doc["points"]:
-        tensors = ", ".join("x".join(map(str, t["shape"][1:])) for t in p["tensors"])
-        rows.append(
-            (
-                str(p["index"]),
-                p["name"],
-                p["kind"],
-                tensors,
-                f"{p['elements']:,}",
-                _human(p["bytes_float32"]),
-            )
+    """The human-readable table of ``describe``'s document."""
+    from splitnet._table import format_table as table
+    from splitnet._table import human_bytes
+
+    header = ("index", "name", "kind", "crossing tensors", "elements", "bytes@f32")
+    rows = [
+        (
+            str(p["index"]),
+            p["name"],
+            p["kind"],
+            ", ".join("x".join(map(str, t["shape"][1:])) for t in p["tensors"]),
+            f"{p['elements']:,}",
+            human_bytes(p["bytes_float32"]),
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for k, r in enumerate(rows):
-        cells = [
-            c.rjust(w) if i in (0, 4, 5) else c.ljust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
+        for p in doc["points"]
+    ]
+    return table(header, rows, align="rlllrr")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ into ``--out`` and prints the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from splitnet._errors import ConfigError
 from splitnet.cli import _args
@@ -27,7 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--points",
         type=_args.name_list,
-        help="split point names or indices (default: every pool point)",
+        help="split point names, indices, ranges a-b or kinds (default: every pool point)",
     )
     p.add_argument("--codecs", type=_args.name_list, default=["q8", "q6", "q4", "q3", "q2"])
     p.add_argument("--entropy", choices=("none", "zstd", "ans"), help="codec entropy stage")
@@ -55,7 +56,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from splitnet.data import open_dataset, parse_spec
-    from splitnet.train import RateAccuracyConfig, format_table, rate_accuracy, write_outputs
+    from splitnet.profile import RateAccuracyConfig, rate_accuracy
 
     model, _, ds = load(args)
     options = {
@@ -69,11 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--jpeg qualities must be 1..100, got {args.jpeg}")
     if args.calibrate < 0:
         raise ConfigError(f"--calibrate must be >= 0, got {args.calibrate}")
-    points = None
-    if args.points:
-        points = tuple(int(p) if p.isdigit() else p for p in args.points)
     config = RateAccuracyConfig(
-        points=points,
+        points=tuple(args.points) if args.points else None,
         codecs=tuple(args.codecs),
         codec_options=options,
         calibrate=args.calibrate,
@@ -87,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate:
         c = ds[0][0].shape[0]
         cal = open_dataset(parse_spec(args.data), subset="train", size=ds.size, channels=c)
-    doc = rate_accuracy(model, ds, config, calibration_data=cal)
-    doc.update({"weights": args.weights, "data": ds.spec, "subset": ds.subset})
-    paths = write_outputs(doc, args.out, max_drop_points=args.max_drop, max_bits=args.max_bits)
-    print(format_table(doc, max_drop_points=args.max_drop, max_bits=args.max_bits))
+    report = rate_accuracy(model, ds, config, calibration_data=cal)
+    provenance = {"weights": args.weights, "data": ds.spec, "subset": ds.subset}
+    report = dataclasses.replace(report, provenance=provenance)
+    target = {"max_drop_points": args.max_drop, "max_bits": args.max_bits}
+    paths = report.write(args.out, **target)
+    print(report.format_table(**target))
     print(f"wrote {paths['json']}, {paths['table']}, {paths['plot']}")
     return 0

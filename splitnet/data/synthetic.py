@@ -8,12 +8,11 @@ daemon's ``synthetic`` source draws the same frames without torch.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from splitnet._shapes import ShapeError, parse_shape
 from splitnet.data._source import DataError, DataRequest, register_data_source
 from splitnet.synthetic import DEFECT_CLASSES, make_frame
 
@@ -86,10 +85,10 @@ class SyntheticSteel(Dataset):
 
 
 def _size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)[xX×](\d+)", text)
-    if not m or min(int(g) for g in m.groups()) < 8:
-        raise DataError(f"--data option size must look like 128x800 (H x W >= 8), got {text!r}")
-    return int(m[1]), int(m[2])
+    try:
+        return parse_shape(text, dims=2, minimum=8, example="128x800", labels="H x W")  # type: ignore[return-value]
+    except ShapeError as e:
+        raise DataError(f"--data option size {e}") from None
 
 
 @register_data_source("synthetic", options={"n", "size", "p"}, path=False)

@@ -10,6 +10,7 @@ import torch
 from torch import fx
 
 from splitnet.bundle import InputSpec
+from splitnet.models._preprocess import Normalize
 
 __all__ = ["convert_head", "normalize_frame"]
 
@@ -72,7 +73,5 @@ def _embed_preprocessing(model, spec: InputSpec):
 
 def normalize_frame(frame: np.ndarray, spec: InputSpec) -> torch.Tensor:
     """What the embedded preprocessing computes, in torch: ``H x W x 3`` uint8 -> ``1 x 3 x H x W``."""
-    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float()[None] / spec.scale
-    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std).view(1, -1, 1, 1)
-    return (x - mean) / std
+    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float()[None]
+    return Normalize(spec, scale=spec.scale)(x)

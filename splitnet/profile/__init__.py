@@ -1,10 +1,14 @@
-"""Per-split-point profile: compute, memory and bandwidth of every cut.
+"""Per-split-point profile: compute, memory and bandwidth of every cut; rate–accuracy.
 
 For each split point: the head's and tail's multiply–accumulates (counted by
 ``torch.utils.flop_counter`` on fake tensors, in one pass over the graph), the
 head's parameters and peak activation bytes, the bytes crossing the cut at
 each bit width and the bitrate at each frame rate, next to the baseline of
 sending the image itself.
+
+:func:`rate_accuracy` measures the other side of the trade-off: the metric of
+the split model through real codecs at each point, against sending the image
+as PNG/JPEG, as a :class:`RateAccuracyReport`.
 
 Example:
     >>> from splitnet.profile import profile_model
@@ -16,10 +20,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Iterable, Sequence
 
-from splitnet.profile._baseline import STAND_IN, image_png_bytes
+from splitnet.profile._baseline import PNG_OPTIONS, STAND_IN, code_image, image_png_bytes
+from splitnet.profile._plots import plot_rate_accuracy
+from splitnet.profile._rate import (
+    DEFAULT_CODECS,
+    DEFAULT_JPEG_QUALITIES,
+    RateAccuracyConfig,
+    image_roundtrip,
+    rate_accuracy,
+)
+from splitnet.profile._rate_report import (
+    ImageBaselineRecord,
+    RateAccuracyRecord,
+    RateAccuracyReport,
+    RatePoint,
+    RateScore,
+    TargetResult,
+)
 from splitnet.profile._report import (
     Baseline,
     ProfileError,
@@ -33,7 +52,21 @@ from splitnet.profile._report import (
 from splitnet.split import SplitError, SplitGraph, SplitPoint
 
 __all__ = [
+    "DEFAULT_CODECS",
+    "DEFAULT_JPEG_QUALITIES",
+    "PNG_OPTIONS",
     "Baseline",
+    "ImageBaselineRecord",
+    "RateAccuracyConfig",
+    "RateAccuracyRecord",
+    "RateAccuracyReport",
+    "RatePoint",
+    "RateScore",
+    "TargetResult",
+    "code_image",
+    "image_roundtrip",
+    "plot_rate_accuracy",
+    "rate_accuracy",
     "ProfileRecord",
     "ProfileReport",
     "bits_key",
@@ -80,8 +113,9 @@ def select_points(
     Args:
         g: a traced graph.
         kind: one kind or several (``"pool"``, ``["conv", "add"]``).
-        points: names and/or indices, as a list or a comma-separated string;
-            ``"a-b"`` is the inclusive index range (``"3,10-20,encoder.block3.pool"``).
+        points: what :meth:`~splitnet.split.SplitGraph.parse_points` takes: names,
+            indices, inclusive index ranges ``"a-b"``, kinds, ``all``
+            (``"3,10-20,encoder.block3.pool"``).
 
     Returns:
         The points in execution order, without repeats; every point when
@@ -93,25 +127,7 @@ def select_points(
     selected = g.select(kind=kind) if kind is not None else list(g.points)
     if points is None:
         return selected
-    items = points.split(",") if isinstance(points, str) else list(points)
-    wanted: set[int] = set()
-    for item in items:
-        if isinstance(item, int):
-            wanted.add(g.point(item).index)
-            continue
-        item = item.strip()
-        if not item:
-            continue
-        if re.fullmatch(r"-?\d+", item):
-            wanted.add(g.point(int(item)).index)
-        elif m := re.fullmatch(r"(\d+)\s*-\s*(\d+)", item):
-            lo, hi = int(m[1]), int(m[2])
-            if lo > hi:
-                raise SplitError(f"empty point range {item!r}: {lo} > {hi}")
-            wanted.update(g.point(i).index for i in (lo, hi))  # both ends must exist
-            wanted.update(range(lo, hi + 1))
-        else:
-            wanted.add(g.point(item).index)
+    wanted = {p.index for p in g.parse_points(points)}
     return [p for p in selected if p.index in wanted]
 
 

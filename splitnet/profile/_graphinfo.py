@@ -1,12 +1,11 @@
 """Positions and lifetimes of the values in a :class:`~splitnet.split.SplitGraph`'s graph.
 
-Built from the graph's public surface (``graph_module`` and each point's
-``node``), so that the profiler does not depend on the split engine's internals.
+Taken from the graph's public liveness (``positions``, ``last_uses``), so that the
+profiler neither recomputes it nor depends on the split engine's internals.
 """
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import torch
@@ -46,25 +45,12 @@ def tensor_of(node: fx.Node) -> torch.Tensor | None:
 
 
 def graph_info(g: SplitGraph) -> GraphInfo:
-    """Positions and last uses of every node of ``g.graph_module``."""
-    nodes = tuple(g.graph_module.graph.nodes)
-    index_of = {p.node: p.index for p in g.points}
-    pos: dict[fx.Node, int] = {}
-    current = -1
-    for n in nodes:
-        if n.op == "placeholder":
-            pos[n] = -1
-        elif n.op == "call_function":
-            if n.name in index_of:
-                current = index_of[n.name]
-                pos[n] = current
-            elif n.target is operator.getitem and n.args[0] in pos:
-                pos[n] = pos[n.args[0]]
-            else:
-                pos[n] = current
-    end = len(g.points)
-    last_use: dict[fx.Node, int] = {}
-    for n in nodes:
-        if n in pos and tensor_of(n) is not None:
-            last_use[n] = max((pos.get(u, end) for u in n.users), default=pos[n])
-    return GraphInfo(nodes=nodes, pos=pos, last_use=last_use, num_points=end)
+    """Positions and last uses of every node of ``g.graph_module``: the graph's own
+    liveness (:attr:`SplitGraph.positions`, :attr:`SplitGraph.last_uses`), computed once
+    when it was traced."""
+    return GraphInfo(
+        nodes=tuple(g.graph_module.graph.nodes),
+        pos=g.positions,
+        last_use=g.last_uses,
+        num_points=len(g.points),
+    )

@@ -1,12 +1,13 @@
-"""Figures of a profile (matplotlib, Agg backend, PNG at 150 dpi)."""
+"""Figures of a profile and of a rate–accuracy report (matplotlib, Agg backend, PNG at 150 dpi)."""
 
 from __future__ import annotations
 
 import os
 
+from splitnet.profile._rate_report import RateAccuracyReport, metric_label
 from splitnet.profile._report import ProfileError, ProfileReport, fps_key
 
-__all__ = ["plot_report"]
+__all__ = ["plot_rate_accuracy", "plot_report"]
 
 _MiB = 1024 * 1024
 _MAX_LABELS = 40
@@ -175,3 +176,67 @@ def _legend(ax, twin) -> None:
         labels += ls
     if handles:
         ax.legend(handles, labels, **_LEGEND, **_outside(ax))
+
+
+def plot_rate_accuracy(
+    report: RateAccuracyReport, path: str | os.PathLike, *, title: str | None = None
+) -> None:
+    """kB per frame (log x) against the metric: a line per split point, baselines as markers.
+
+    Args:
+        report: a rate–accuracy report.
+        path: the PNG file to write.
+        title: default: the model, its input and "rate-accuracy per split point".
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=150)
+    markers = "os^Dvp<>h"
+    for i, p in enumerate(report.points):
+        rs = sorted(p.results, key=lambda r: r.score.kb_per_frame)
+        xs = [r.score.kb_per_frame for r in rs]
+        ys = [100 * r.score.value for r in rs]
+        (line,) = ax.plot(xs, ys, marker=markers[i % len(markers)], ms=4, lw=1.4, label=p.name)
+        for r, xv, yv in zip(rs, xs, ys, strict=True):
+            ax.annotate(
+                r.codec,
+                (xv, yv),
+                textcoords="offset points",
+                xytext=(3, -9),
+                fontsize=6,
+                color=line.get_color(),
+            )
+    _plot_baselines(ax, report)
+    ax.axhline(100 * report.reference_value, color="gray", ls="--", lw=0.8, label="uncompressed")
+    ax.set_xscale("log")
+    ax.set_xlabel("kB per frame (log scale)")
+    ax.set_ylabel(f"{metric_label(report.metric)} (%)")
+    c, h, w = report.input
+    default = f"{report.model} {c}x{h}x{w}: rate-accuracy per split point"
+    ax.set_title(title or default, fontsize=10)
+    ax.grid(True, which="both", lw=0.3, alpha=0.6)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_baselines(ax, report: RateAccuracyReport) -> None:
+    """PNG as a black star, JPEG qualities as gray squares, each labelled."""
+    for b in report.baselines:
+        is_png = b.format == "png"
+        xy = (b.score.kb_per_frame, 100 * b.score.value)
+        ax.scatter(
+            *xy,
+            marker="*" if is_png else "s",
+            s=70 if is_png else 28,
+            color="black" if is_png else "dimgray",
+            zorder=5,
+            label="input as PNG" if is_png else None,
+        )
+        ax.annotate(b.name, xy, textcoords="offset points", xytext=(4, 4), fontsize=6.5)
+    if any(b.format == "jpeg" for b in report.baselines):
+        ax.scatter([], [], marker="s", s=28, color="dimgray", label="input as JPEG")

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 
 from splitnet._errors import SplitnetError
+from splitnet._table import format_table, human_bytes
 from splitnet.split import CrossingTensor
 
 __all__ = ["Baseline", "ProfileRecord", "ProfileReport", "bits_key", "fps_key", "mbps"]
@@ -246,17 +247,8 @@ class ProfileReport:
                     "-" if r.device_fps is None else f"{r.device_fps:.1f}",
                 ]
             )
-        text_cols = {1, 2, 3}
-        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-        lines = []
-        for k, row in enumerate(rows):
-            cells = [
-                c.ljust(w) if i in text_cols else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            ]
-            lines.append("  ".join(cells).rstrip())
-            if k == 0:
-                lines.append("  ".join("-" * w for w in widths))
+        # index right, name/kind/crossing left, numbers right
+        lines = [format_table(rows[0], rows[1:], align="rlll" + "r" * (len(head) - 4))]
         c, h, w = self.input
         lines.append("")
         lines.append(
@@ -278,12 +270,3 @@ class ProfileReport:
 
 def _count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
-
-
-def human_bytes(n: float) -> str:
-    """``1536 -> "1.5 KiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")

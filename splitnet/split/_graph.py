@@ -451,6 +451,81 @@ class SplitGraph:
             points = [p for p in points if fnmatch.fnmatchcase(p.name, pattern)]
         return points
 
+    def parse_points(self, spec: str | int | Iterable[str | int]) -> list[SplitPoint]:
+        """The points a user's points argument names: the one parser of ``--points``.
+
+        Args:
+            spec: a comma-separated string or a list of items, each a point name,
+                an index (negative counts from the end), an inclusive index range
+                ``"a-b"``, a kind (``"pool"``: every point of that kind; a point
+                whose name is the same word wins) or ``"all"``.
+
+        Returns:
+            The points in execution order, without repeats.
+
+        Raises:
+            SplitError: an unknown name (the message lists close names and the
+                kinds), an index out of range, an empty range.
+
+        Example:
+            >>> [p.index for p in g.parse_points("3,10-12,encoder.block3.pool")]
+            [3, 10, 11, 12, 16]
+        """
+        items = (
+            spec.split(",")
+            if isinstance(spec, str)
+            else [spec]
+            if isinstance(spec, int)
+            else list(spec)
+        )
+        wanted: set[int] = set()
+        for item in items:
+            wanted.update(self._parse_item(item.strip() if isinstance(item, str) else item))
+        return [p for p in self.points if p.index in wanted]
+
+    def _parse_item(self, item: str | int) -> set[int]:
+        """The indices one item of :meth:`parse_points` names."""
+        if isinstance(item, int) or re.fullmatch(r"-?\d+", str(item)):
+            return {self.point(int(item)).index}
+        if not item:
+            return set()
+        if item in self._by_name:
+            return {self._by_name[item].index}
+        if item == "all":
+            return set(range(len(self.points)))
+        if item in KINDS:
+            return {p.index for p in self.points if p.kind == item}
+        if m := re.fullmatch(r"(\d+)\s*-\s*(\d+)", item):
+            lo, hi = int(m[1]), int(m[2])
+            if lo > hi:
+                raise SplitError(f"empty point range {item!r}: {lo} > {hi}")
+            self.point(hi)  # both ends must exist
+            return set(range(lo, hi + 1))
+        try:
+            return {self.point(item).index}
+        except SplitError as e:
+            raise SplitError(
+                f"{e}; a point is a name, an index 0..{len(self.points) - 1}, a range a-b, "
+                f"'all' or a kind: {', '.join(KINDS)}"
+            ) from None
+
+    # -- liveness -----------------------------------------------------------------------------
+
+    @property
+    def positions(self) -> dict[fx.Node, int]:
+        """Node of :attr:`graph_module` -> index of the point (operation) that produces it.
+
+        Placeholders are ``-1``; a ``getitem`` takes its producer's index;
+        ``get_attr`` and ``output`` nodes have no entry. Computed once, at trace time.
+        """
+        return self._pos
+
+    @property
+    def last_uses(self) -> dict[fx.Node, int]:
+        """Value node -> index of the last point that reads it (``len(points)`` when
+        the model's output reads it; its own index when nothing does), in graph order."""
+        return self._last_use
+
     # -- cutting ------------------------------------------------------------------------------
 
     def split(self, point: int | str | SplitPoint) -> tuple[fx.GraphModule, fx.GraphModule]:

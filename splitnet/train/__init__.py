@@ -1,10 +1,11 @@
-"""Training and evaluating split models, and their rate-accuracy trade-off.
+"""Training and evaluating split models.
 
 * :func:`train` (BCE + Dice with Adam for segmentation, cross-entropy for
   classification; best checkpoint by validation Dice or top-1; resumable);
-* :func:`evaluate` (Dice per class and mean, Severstal's convention; top-1/top-5);
-* :func:`rate_accuracy` (every split point x codec through the real codec, and
-  the input sent as PNG/JPEG as baselines).
+* :func:`evaluate` (Dice per class and mean, Severstal's convention; top-1/top-5).
+
+Rate–accuracy (the metric through real codecs per split point) lives beside the
+profiler: :func:`splitnet.profile.rate_accuracy`.
 
 This package needs torch; the device side never imports it.
 """
@@ -18,29 +19,9 @@ from splitnet.train._checkpoint import (
 from splitnet.train._eval import Normalize, evaluate, primary_metric
 from splitnet.train._loop import TrainConfig, TrainResult, make_loss, train
 from splitnet.train._metrics import DiceMeter, TopKMeter, dice_scores
-from splitnet.train._rate import (
-    DEFAULT_CODECS,
-    DEFAULT_JPEG_QUALITIES,
-    RateAccuracyConfig,
-    check_target,
-    format_table,
-    image_roundtrip,
-    plot_rate_accuracy,
-    rate_accuracy,
-    write_outputs,
-)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
-    "DEFAULT_CODECS",
-    "DEFAULT_JPEG_QUALITIES",
-    "RateAccuracyConfig",
-    "check_target",
-    "format_table",
-    "image_roundtrip",
-    "plot_rate_accuracy",
-    "rate_accuracy",
-    "write_outputs",
     "DiceMeter",
     "Normalize",
     "TopKMeter",

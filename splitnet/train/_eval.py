@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from splitnet.models._preprocess import Normalize
 from splitnet.train._metrics import DiceMeter, TopKMeter
 
 __all__ = ["Normalize", "evaluate", "make_meter", "primary_metric"]
@@ -17,22 +18,6 @@ __all__ = ["Normalize", "evaluate", "make_meter", "primary_metric"]
 def primary_metric(task: str) -> str:
     """The metric that selects checkpoints: ``mean_dice`` or ``top1``."""
     return "mean_dice" if task == "segmentation" else "top1"
-
-
-class Normalize:
-    """``(x - mean) / std`` with the model's preprocessing (:class:`ModelInfo`).
-
-    A 1-channel input uses the mean of the RGB statistics.
-    """
-
-    def __init__(self, info, channels: int = 3) -> None:
-        mean, std = torch.tensor(info.mean), torch.tensor(info.std)
-        if channels != len(mean):
-            mean, std = mean.mean().repeat(channels), std.mean().repeat(channels)
-        self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 def make_meter(task: str, num_classes: int, threshold: float = 0.5):

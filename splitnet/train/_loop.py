@@ -13,8 +13,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from splitnet.models._preprocess import Normalize
 from splitnet.train._checkpoint import CHECKPOINT_FORMAT, last_path, load_checkpoint
-from splitnet.train._eval import Normalize, evaluate, primary_metric
+from splitnet.train._eval import evaluate, primary_metric
 from splitnet.train._metrics import TrainError
 
 __all__ = ["TrainConfig", "TrainResult", "make_loss", "train"]
