@@ -28,6 +28,7 @@ from splitnet.codec import (
     register_codec,
 )
 from splitnet.codec import _format as fmt
+from splitnet.codec._base import codec_class
 from splitnet.codec._pack import pack, packed_size, unpack
 
 EXPECTED = Path(__file__).parent / "expected" / "codec"
@@ -57,10 +58,11 @@ def relu(shape, seed=0) -> np.ndarray:
 def read_header(payload: bytes) -> tuple[list[fmt.TensorHeader], int]:
     """The tensor records of a payload and where its body starts (private format module)."""
     r = fmt.Reader(memoryview(payload)[:-4])
-    kind, _, _, n = fmt.read_preamble(r)
+    p = fmt.read_preamble(r)
+    cls = codec_class(p.kind)
     out, used = [], 0
-    for _ in range(n):
-        th = fmt.read_tensor(r, kind == fmt.KIND_QUANT, used, fmt.MAX_ELEMENTS)
+    for _ in range(p.n_tensors):
+        th = cls.read_header(r, p, used, fmt.MAX_ELEMENTS)
         used += th.size
         out.append(th)
     return out, r.pos
