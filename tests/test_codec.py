@@ -89,6 +89,18 @@ def check_quant_error(x: np.ndarray, y: np.ndarray, th: fmt.TensorHeader, bits: 
     assert (err <= tol).all(), float((err - tol).max())
 
 
+def check_bf16_error(x: np.ndarray, y: np.ndarray) -> None:
+    """``y`` is ``x`` rounded to bfloat16: within half an ulp, NaN stays NaN."""
+    assert y.dtype == np.float32 and y.shape == x.shape
+    ref = x.astype(np.float32)
+    finite = np.isfinite(ref) & (np.abs(ref) < 3e38)
+    # round to nearest: half an ulp, 2^-8 relative for normals; bf16 subnormals are
+    # multiples of 2^-133, so below 2^-126 the error is at most 2^-134 absolute
+    bound = np.maximum(np.abs(ref[finite]) * 2.0**-8, 2.0**-134)
+    assert (np.abs(y[finite] - ref[finite]) <= bound).all()
+    assert np.isnan(y[np.isnan(ref)]).all()
+
+
 # ---- registry and options ------------------------------------------------------
 
 
@@ -148,7 +160,7 @@ def test_round_trip_every_codec(name, stage):
     codec = get_codec(name, entropy=stage)
     payload = codec.encode(arrays)
     out = decode(payload)
-    assert codec.decode(payload)[0].shape == arrays[0].shape
+    assert np.array_equal(codec.decode(payload)[0], out[0])
     assert [o.shape for o in out] == [a.shape for a in arrays]
     if name == "f32":
         for a, o in zip(arrays, out, strict=True):
@@ -158,6 +170,10 @@ def test_round_trip_every_codec(name, stage):
     if name == "f16":
         for a, o in zip(arrays, out, strict=True):
             assert np.array_equal(o, a.astype(np.float16).astype(np.float32))
+    elif name == "bf16":
+        for a, o in zip(arrays, out, strict=True):
+            check_bf16_error(a, o)
+        assert (out[0][arrays[0] == 0] == 0).all() and (out[2] == 2.5).all()  # exact in bf16
     elif name.startswith("q"):
         bits = int(name[1:])
         for a, o, th in zip(arrays, out, header_ranges(payload), strict=True):
@@ -207,14 +223,7 @@ def test_float_round_trip_property(codec, stage, x):
         with np.errstate(over="ignore"):
             np.testing.assert_array_equal(y, x.astype(np.float16).astype(np.float32))
     else:
-        assert y.dtype == np.float32 and y.shape == x.shape
-        ref = x.astype(np.float32)
-        finite = np.isfinite(ref) & (np.abs(ref) < 3e38)
-        # round to nearest: half an ulp, 2^-8 relative for normals; bf16 subnormals are
-        # multiples of 2^-133, so below 2^-126 the error is at most 2^-134 absolute
-        bound = np.maximum(np.abs(ref[finite]) * 2.0**-8, 2.0**-134)
-        assert (np.abs(y[finite] - ref[finite]) <= bound).all()
-        assert np.isnan(y[np.isnan(ref)]).all()
+        check_bf16_error(x, y)
 
 
 def test_bf16_matches_torch():
