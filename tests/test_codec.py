@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import struct
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +23,18 @@ import splitnet
 from splitnet._registry import UnknownNameError
 from splitnet.codec import (
     FORMAT_VERSION,
+    Codec,
     CodecError,
+    FloatCodec,
+    QuantCodec,
+    TensorCode,
+    _base,
     decode,
     get_codec,
     list_codecs,
+    list_kinds,
     register_codec,
+    register_kind,
 )
 from splitnet.codec import _format as fmt
 from splitnet.codec._base import codec_class
@@ -524,6 +533,89 @@ def test_calibrated_encode_rejects_nan():
     codec = get_codec("q4").calibrate([[np.ones((1, 2, 2), np.float32)]])
     with pytest.raises(CodecError, match="NaN"):
         codec.encode([np.full((1, 2, 2), np.nan, np.float32)])
+
+
+# ---- a codec of its own: one class, registered by its kind byte ---------------------
+
+
+@dataclass(frozen=True)
+class RoundCodec(Codec):
+    """A throwaway codec, as a new module would define it: values rounded to int8."""
+
+    label = "round-i8"
+
+    def encode_tensor(self, index: int, array: np.ndarray) -> TensorCode:
+        sym = np.clip(np.rint(array.astype(np.float32)), -128, 127).astype(np.int8)
+        return TensorCode(fmt.TensorHeader(array.dtype, array.shape), sym, sym.tobytes())
+
+    @classmethod
+    def chunk_size(cls, th: fmt.TensorHeader, p: fmt.Preamble) -> int:
+        return th.size
+
+    @classmethod
+    def decode_chunk(cls, chunk: memoryview, th: fmt.TensorHeader, p: fmt.Preamble) -> np.ndarray:
+        return np.frombuffer(chunk, np.int8).astype(np.float32).reshape(th.shape)
+
+
+@pytest.fixture
+def scratch_registries(monkeypatch):
+    """Registrations made in the test are dropped after it."""
+    for registry in (_base._KINDS, _base._CODECS):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+
+
+def test_builtin_kinds():
+    kinds = list_kinds()
+    assert {k: c.label for k, c in kinds.items()} == {0: "f32", 1: "f16", 2: "bf16", 3: "q1..q16"}
+    assert issubclass(kinds[fmt.KIND_QUANT], QuantCodec)
+    assert all(issubclass(kinds[k], FloatCodec) for k in (0, 1, 2))
+    assert get_codec("q4").quantizes and not get_codec("bf16").quantizes
+
+
+def test_new_codec_registers_and_round_trips(scratch_registries):
+    register_kind(200)(RoundCodec)
+    register_codec("round-i8")(functools.partial(RoundCodec.create, "round-i8"))
+    assert RoundCodec.kind == 200 and "round-i8" in list_codecs()
+    rng = np.random.default_rng(9)
+    arrays = [rng.normal(0, 50, (1, 3, 4, 5)).astype(np.float32), np.arange(7, dtype=np.float16)]
+    for stage in ["none", "zstd"]:
+        codec = get_codec("round-i8", entropy=stage)
+        payload = codec.encode(arrays)
+        assert payload[5] == 200  # the preamble's kind byte
+        out = decode(payload)
+        for a, o in zip(arrays, out, strict=True):
+            assert o.dtype == np.float32
+            np.testing.assert_array_equal(o, np.clip(np.rint(a.astype(np.float32)), -128, 127))
+        assert get_codec(**codec.config()) == codec
+    assert 0 < get_codec("round-i8").stats(arrays[1:]).stream_bytes
+    with pytest.raises(CodecError, match="entropy='ans'"):
+        get_codec("round-i8", entropy="ans")
+    with pytest.raises(CodecError, match="nothing to calibrate"):
+        get_codec("round-i8").calibrate([arrays])
+
+
+def test_duplicate_kind_raises(scratch_registries):
+    @dataclass(frozen=True)
+    class Other(RoundCodec):
+        pass
+
+    register_kind(201)(Other)
+    with pytest.raises(ValueError, match="already registered"):
+        register_kind(201)(RoundCodec)
+    with pytest.raises(ValueError, match="already registered"):
+        register_kind(fmt.KIND_QUANT)(RoundCodec)
+    with pytest.raises(ValueError, match="one byte"):
+        register_kind(256)(RoundCodec)
+    assert codec_class(201) is Other
+
+
+def test_unknown_kind_names_the_valid_kinds():
+    payload = get_codec("f32").encode([np.ones(3, np.float32)])
+    unknown = payload[:5] + bytes([200]) + payload[6:-4]
+    valid = r"valid kinds: 0 \(f32\), 1 \(f16\), 2 \(bf16\), 3 \(q1..q16\)"
+    for bad in [unknown + payload[-4:], reseal(unknown)]:
+        with pytest.raises(CodecError, match="unknown codec kind 200.*" + valid):
+            decode(bad)
 
 
 def test_import_without_torch():
