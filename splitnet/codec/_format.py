@@ -5,7 +5,8 @@ Every integer is little-endian. A payload is::
     preamble      12 bytes  struct "<4sBBBBHH"
                   magic      b"SNTC"
                   version    u8   FORMAT_VERSION (1)
-                  kind       u8   0 f32, 1 f16, 2 bf16, 3 quantized (q1..q16)
+                  kind       u8   0 f32, 1 f16, 2 bf16, 3 quantized (q1..q16): the
+                                  codec class registered for it decodes the rest
                   bits       u8   1..16 for kind 3, else 0
                   entropy    u8   0 none, 1 zstd, 2 ans
                   n_tensors  u16  <= MAX_TENSORS
