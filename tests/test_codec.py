@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import struct
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +23,21 @@ import splitnet
 from splitnet._registry import UnknownNameError
 from splitnet.codec import (
     FORMAT_VERSION,
+    Codec,
     CodecError,
+    FloatCodec,
+    QuantCodec,
+    TensorCode,
+    _base,
     decode,
     get_codec,
     list_codecs,
+    list_kinds,
     register_codec,
+    register_kind,
 )
 from splitnet.codec import _format as fmt
+from splitnet.codec._base import codec_class
 from splitnet.codec._pack import pack, packed_size, unpack
 
 EXPECTED = Path(__file__).parent / "expected" / "codec"
@@ -57,10 +67,11 @@ def relu(shape, seed=0) -> np.ndarray:
 def read_header(payload: bytes) -> tuple[list[fmt.TensorHeader], int]:
     """The tensor records of a payload and where its body starts (private format module)."""
     r = fmt.Reader(memoryview(payload)[:-4])
-    kind, _, _, n = fmt.read_preamble(r)
+    p = fmt.read_preamble(r)
+    cls = codec_class(p.kind)
     out, used = [], 0
-    for _ in range(n):
-        th = fmt.read_tensor(r, kind == fmt.KIND_QUANT, used, fmt.MAX_ELEMENTS)
+    for _ in range(p.n_tensors):
+        th = cls.read_header(r, p, used, fmt.MAX_ELEMENTS)
         used += th.size
         out.append(th)
     return out, r.pos
@@ -85,6 +96,18 @@ def check_quant_error(x: np.ndarray, y: np.ndarray, th: fmt.TensorHeader, bits: 
     eps = np.finfo(np.float32).eps
     tol = step * (0.5 + 1e-4) + 4 * eps * np.maximum(np.abs(lo), np.abs(hi))
     assert (err <= tol).all(), float((err - tol).max())
+
+
+def check_bf16_error(x: np.ndarray, y: np.ndarray) -> None:
+    """``y`` is ``x`` rounded to bfloat16: within half an ulp, NaN stays NaN."""
+    assert y.dtype == np.float32 and y.shape == x.shape
+    ref = x.astype(np.float32)
+    finite = np.isfinite(ref) & (np.abs(ref) < 3e38)
+    # round to nearest: half an ulp, 2^-8 relative for normals; bf16 subnormals are
+    # multiples of 2^-133, so below 2^-126 the error is at most 2^-134 absolute
+    bound = np.maximum(np.abs(ref[finite]) * 2.0**-8, 2.0**-134)
+    assert (np.abs(y[finite] - ref[finite]) <= bound).all()
+    assert np.isnan(y[np.isnan(ref)]).all()
 
 
 # ---- registry and options ------------------------------------------------------
@@ -146,7 +169,7 @@ def test_round_trip_every_codec(name, stage):
     codec = get_codec(name, entropy=stage)
     payload = codec.encode(arrays)
     out = decode(payload)
-    assert codec.decode(payload)[0].shape == arrays[0].shape
+    assert np.array_equal(codec.decode(payload)[0], out[0])
     assert [o.shape for o in out] == [a.shape for a in arrays]
     if name == "f32":
         for a, o in zip(arrays, out, strict=True):
@@ -156,6 +179,10 @@ def test_round_trip_every_codec(name, stage):
     if name == "f16":
         for a, o in zip(arrays, out, strict=True):
             assert np.array_equal(o, a.astype(np.float16).astype(np.float32))
+    elif name == "bf16":
+        for a, o in zip(arrays, out, strict=True):
+            check_bf16_error(a, o)
+        assert (out[0][arrays[0] == 0] == 0).all() and (out[2] == 2.5).all()  # exact in bf16
     elif name.startswith("q"):
         bits = int(name[1:])
         for a, o, th in zip(arrays, out, header_ranges(payload), strict=True):
@@ -205,14 +232,7 @@ def test_float_round_trip_property(codec, stage, x):
         with np.errstate(over="ignore"):
             np.testing.assert_array_equal(y, x.astype(np.float16).astype(np.float32))
     else:
-        assert y.dtype == np.float32 and y.shape == x.shape
-        ref = x.astype(np.float32)
-        finite = np.isfinite(ref) & (np.abs(ref) < 3e38)
-        # round to nearest: half an ulp, 2^-8 relative for normals; bf16 subnormals are
-        # multiples of 2^-133, so below 2^-126 the error is at most 2^-134 absolute
-        bound = np.maximum(np.abs(ref[finite]) * 2.0**-8, 2.0**-134)
-        assert (np.abs(y[finite] - ref[finite]) <= bound).all()
-        assert np.isnan(y[np.isnan(ref)]).all()
+        check_bf16_error(x, y)
 
 
 def test_bf16_matches_torch():
@@ -513,6 +533,89 @@ def test_calibrated_encode_rejects_nan():
     codec = get_codec("q4").calibrate([[np.ones((1, 2, 2), np.float32)]])
     with pytest.raises(CodecError, match="NaN"):
         codec.encode([np.full((1, 2, 2), np.nan, np.float32)])
+
+
+# ---- a codec of its own: one class, registered by its kind byte ---------------------
+
+
+@dataclass(frozen=True)
+class RoundCodec(Codec):
+    """A throwaway codec, as a new module would define it: values rounded to int8."""
+
+    label = "round-i8"
+
+    def encode_tensor(self, index: int, array: np.ndarray) -> TensorCode:
+        sym = np.clip(np.rint(array.astype(np.float32)), -128, 127).astype(np.int8)
+        return TensorCode(fmt.TensorHeader(array.dtype, array.shape), sym, sym.tobytes())
+
+    @classmethod
+    def chunk_size(cls, th: fmt.TensorHeader, p: fmt.Preamble) -> int:
+        return th.size
+
+    @classmethod
+    def decode_chunk(cls, chunk: memoryview, th: fmt.TensorHeader, p: fmt.Preamble) -> np.ndarray:
+        return np.frombuffer(chunk, np.int8).astype(np.float32).reshape(th.shape)
+
+
+@pytest.fixture
+def scratch_registries(monkeypatch):
+    """Registrations made in the test are dropped after it."""
+    for registry in (_base._KINDS, _base._CODECS):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+
+
+def test_builtin_kinds():
+    kinds = list_kinds()
+    assert {k: c.label for k, c in kinds.items()} == {0: "f32", 1: "f16", 2: "bf16", 3: "q1..q16"}
+    assert issubclass(kinds[fmt.KIND_QUANT], QuantCodec)
+    assert all(issubclass(kinds[k], FloatCodec) for k in (0, 1, 2))
+    assert get_codec("q4").quantizes and not get_codec("bf16").quantizes
+
+
+def test_new_codec_registers_and_round_trips(scratch_registries):
+    register_kind(200)(RoundCodec)
+    register_codec("round-i8")(functools.partial(RoundCodec.create, "round-i8"))
+    assert RoundCodec.kind == 200 and "round-i8" in list_codecs()
+    rng = np.random.default_rng(9)
+    arrays = [rng.normal(0, 50, (1, 3, 4, 5)).astype(np.float32), np.arange(7, dtype=np.float16)]
+    for stage in ["none", "zstd"]:
+        codec = get_codec("round-i8", entropy=stage)
+        payload = codec.encode(arrays)
+        assert payload[5] == 200  # the preamble's kind byte
+        out = decode(payload)
+        for a, o in zip(arrays, out, strict=True):
+            assert o.dtype == np.float32
+            np.testing.assert_array_equal(o, np.clip(np.rint(a.astype(np.float32)), -128, 127))
+        assert get_codec(**codec.config()) == codec
+    assert 0 < get_codec("round-i8").stats(arrays[1:]).stream_bytes
+    with pytest.raises(CodecError, match="entropy='ans'"):
+        get_codec("round-i8", entropy="ans")
+    with pytest.raises(CodecError, match="nothing to calibrate"):
+        get_codec("round-i8").calibrate([arrays])
+
+
+def test_duplicate_kind_raises(scratch_registries):
+    @dataclass(frozen=True)
+    class Other(RoundCodec):
+        pass
+
+    register_kind(201)(Other)
+    with pytest.raises(ValueError, match="already registered"):
+        register_kind(201)(RoundCodec)
+    with pytest.raises(ValueError, match="already registered"):
+        register_kind(fmt.KIND_QUANT)(RoundCodec)
+    with pytest.raises(ValueError, match="one byte"):
+        register_kind(256)(RoundCodec)
+    assert codec_class(201) is Other
+
+
+def test_unknown_kind_names_the_valid_kinds():
+    payload = get_codec("f32").encode([np.ones(3, np.float32)])
+    unknown = payload[:5] + bytes([200]) + payload[6:-4]
+    valid = r"valid kinds: 0 \(f32\), 1 \(f16\), 2 \(bf16\), 3 \(q1..q16\)"
+    for bad in [unknown + payload[-4:], reseal(unknown)]:
+        with pytest.raises(CodecError, match="unknown codec kind 200.*" + valid):
+            decode(bad)
 
 
 def test_import_without_torch():

@@ -12,6 +12,12 @@ to n bits). Entropy stages: ``none`` (bit-packing), ``zstd`` (default) and
 ``ans`` (rANS via ``constriction``, quantizing codecs only). Lossy codecs
 decode to float32; ``f32`` decodes to the dtype it was given.
 
+Each wire kind is a :class:`Codec` subclass registered by its kind byte
+(:func:`register_kind`) and its names (:func:`register_codec`); :func:`decode`
+dispatches on the payload's kind byte. A new codec is one module that
+subclasses :class:`Codec`, implements its tensor hooks and registers itself
+(see :mod:`splitnet.codec._base`), imported below.
+
 This package imports numpy, zstandard and (when ``ans`` is used) constriction,
 never torch: it runs on the device host. The byte layout is documented in
 :mod:`splitnet.codec._format`.
@@ -19,22 +25,28 @@ never torch: it runs on the device host. The byte layout is documented in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from splitnet._registry import Registry
-from splitnet.codec._codec import Codec, CodecOptions, CodecStats, decode
+from splitnet.codec import _float, _quant_codec  # noqa: F401  (register the built-in codecs)
+from splitnet.codec._base import (
+    Codec,
+    CodecOptions,
+    TensorCode,
+    decode,
+    get_codec,
+    list_codecs,
+    list_kinds,
+    register_codec,
+    register_kind,
+)
+from splitnet.codec._float import FloatCodec
 from splitnet.codec._format import (
     FORMAT_VERSION,
-    KIND_BF16,
-    KIND_F16,
-    KIND_F32,
-    KIND_QUANT,
     MAX_ELEMENTS,
     MAX_RANK,
     MAX_TENSORS,
     CodecError,
 )
+from splitnet.codec._quant_codec import QuantCodec
+from splitnet.codec._stats import CodecStats
 
 __all__ = [
     "FORMAT_VERSION",
@@ -45,69 +57,13 @@ __all__ = [
     "CodecError",
     "CodecOptions",
     "CodecStats",
+    "FloatCodec",
+    "QuantCodec",
+    "TensorCode",
     "decode",
     "get_codec",
     "list_codecs",
+    "list_kinds",
     "register_codec",
+    "register_kind",
 ]
-
-_CODECS: Registry[Callable[..., Codec]] = Registry("codec")
-
-
-def register_codec(name: str) -> Callable[[Callable[..., Codec]], Callable[..., Codec]]:
-    """Decorator registering a factory ``(**options) -> Codec`` under ``name``.
-
-    A duplicate name raises ``ValueError``.
-    """
-    return _CODECS.register(name)
-
-
-def list_codecs(pattern: str | None = None) -> list[str]:
-    """Registered codec names, sorted, optionally filtered by a shell-style pattern.
-
-    Example:
-        >>> list_codecs("f*")
-        ['f16', 'f32']
-    """
-    return _CODECS.names(pattern)
-
-
-def get_codec(name: str, **options: Any) -> Codec:
-    """Builds the codec ``name`` with keyword ``options`` (see :class:`CodecOptions`).
-
-    ``calibration=`` (as in :meth:`Codec.config`) fixes the ranges, so
-    ``get_codec(**codec.config())`` rebuilds a codec exactly.
-
-    Raises:
-        splitnet._registry.UnknownNameError: unknown name (the message lists the valid ones).
-        CodecError: unknown or invalid option.
-    """
-    return _CODECS.get(name)(**options)
-
-
-@register_codec("f32")
-def _f32(**options: Any) -> Codec:
-    return Codec.create("f32", KIND_F32, **options)
-
-
-@register_codec("f16")
-def _f16(**options: Any) -> Codec:
-    return Codec.create("f16", KIND_F16, **options)
-
-
-@register_codec("bf16")
-def _bf16(**options: Any) -> Codec:
-    return Codec.create("bf16", KIND_BF16, **options)
-
-
-def _quant_factory(bits: int) -> Callable[..., Codec]:
-    def factory(**options: Any) -> Codec:
-        return Codec.create(f"q{bits}", KIND_QUANT, bits, **options)
-
-    factory.__name__ = f"_q{bits}"
-    return factory
-
-
-for _bits in range(1, 17):
-    register_codec(f"q{_bits}")(_quant_factory(_bits))
-del _bits

@@ -5,7 +5,8 @@ Every integer is little-endian. A payload is::
     preamble      12 bytes  struct "<4sBBBBHH"
                   magic      b"SNTC"
                   version    u8   FORMAT_VERSION (1)
-                  kind       u8   0 f32, 1 f16, 2 bf16, 3 quantized (q1..q16)
+                  kind       u8   0 f32, 1 f16, 2 bf16, 3 quantized (q1..q16): the
+                                  codec class registered for it decodes the rest
                   bits       u8   1..16 for kind 3, else 0
                   entropy    u8   0 none, 1 zstd, 2 ans
                   n_tensors  u16  <= MAX_TENSORS
@@ -61,6 +62,7 @@ __all__ = [
     "MAX_ELEMENTS",
     "MAX_RANK",
     "MAX_TENSORS",
+    "Preamble",
     "Reader",
     "TensorHeader",
 ]
@@ -72,7 +74,6 @@ MAX_RANK = 8
 MAX_ELEMENTS = 1 << 28  # per payload; 1 GiB of float32
 
 KIND_F32, KIND_F16, KIND_BF16, KIND_QUANT = 0, 1, 2, 3
-KIND_NAMES = {KIND_F32: "f32", KIND_F16: "f16", KIND_BF16: "bf16"}
 ENTROPY_CODES = {"none": 0, "zstd": 1, "ans": 2}
 ENTROPY_NAMES = {v: k for k, v in ENTROPY_CODES.items()}
 DTYPE_CODES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}
@@ -139,8 +140,29 @@ class Reader:
         return np.frombuffer(self.take(count * item, what), dtype=dtype)
 
 
-def read_preamble(r: Reader) -> tuple[int, int, int, int]:
-    """Checks magic, version and codes; returns (kind, bits, entropy, n_tensors)."""
+@dataclass(frozen=True)
+class Preamble:
+    """The fixed fields of a payload's preamble, as read by :func:`read_preamble`.
+
+    Attributes:
+        kind: the codec kind byte (which codec class decodes the payload).
+        bits: the kind's bit-width byte (1..16 for kind 3, else 0).
+        entropy: the entropy stage's name (``"none"``, ``"zstd"``, ``"ans"``).
+        n_tensors: tensor records that follow.
+    """
+
+    kind: int
+    bits: int
+    entropy: str
+    n_tensors: int
+
+
+def read_preamble(r: Reader) -> Preamble:
+    """Checks magic, version, entropy code, tensor count and the reserved field.
+
+    Whether the kind, bit width and entropy stage go together is the codec
+    class's call (``Codec.check_preamble``), looked up by the kind byte.
+    """
     if len(r.data) < PREAMBLE.size + CRC.size:
         raise CodecError(f"payload too short ({len(r.data)} bytes) to be a splitnet payload")
     magic, version, kind, bits, entropy, n, reserved = r.unpack(PREAMBLE, "preamble")
@@ -152,21 +174,20 @@ def read_preamble(r: Reader) -> tuple[int, int, int, int]:
         raise CodecError(
             f"unsupported payload format version {version}; this splitnet reads version {FORMAT_VERSION}"
         )
-    if kind not in (KIND_F32, KIND_F16, KIND_BF16, KIND_QUANT):
-        raise CodecError(f"unknown codec kind {kind} in payload header")
-    if (kind == KIND_QUANT) != (1 <= bits <= 16) or (kind != KIND_QUANT and bits != 0):
-        raise CodecError(f"invalid bit width {bits} for codec kind {kind}")
-    if entropy not in ENTROPY_NAMES or (entropy == ENTROPY_CODES["ans"] and kind != KIND_QUANT):
+    if entropy not in ENTROPY_NAMES:
         raise CodecError(f"invalid entropy stage code {entropy} for codec kind {kind}")
     if n > MAX_TENSORS:
         raise CodecError(f"payload declares {n} tensors, more than the limit {MAX_TENSORS}")
     if reserved != 0:
         raise CodecError("reserved preamble field is not zero")
-    return kind, bits, entropy, n
+    return Preamble(kind, bits, ENTROPY_NAMES[entropy], n)
 
 
 def read_tensor(r: Reader, quantized: bool, used: int, limit: int) -> TensorHeader:
-    """Reads one tensor record; ``used`` elements are already declared, ``limit`` in all."""
+    """Reads one tensor record; ``used`` elements are already declared, ``limit`` in all.
+
+    ``quantized``: the record may be per channel and carries ``lo``/``step`` (kind 3).
+    """
     dtype_code, rank, per_channel, reserved = r.unpack(RECORD, "tensor record")
     if dtype_code not in DTYPES:
         raise CodecError(f"unknown dtype code {dtype_code} in tensor record")
