@@ -19,7 +19,10 @@ from torch import nn
 from splitnet._errors import SplitnetError
 from splitnet.bundle import (
     FORMAT_VERSION,
+    HEAD_BIN,
+    HEAD_XML,
     MANIFEST_FILE,
+    TAIL_FILE,
     InputSpec,
     Manifest,
     OutputSpec,
@@ -38,10 +41,8 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "export_bundle",
-    "load_tail",
 ]
 
-HEAD_XML, HEAD_BIN, TAIL_FILE = "head.xml", "head.bin", "tail.pt2"
 MAX_BATCH = 64
 
 
@@ -470,28 +471,6 @@ def _ir_version(xml: Path) -> int:
         head = f.read(512)
     m = re.search(r'<net [^>]*version="(\d+)"', head)
     return int(m.group(1)) if m else 0
-
-
-def load_tail(bundle_dir: str | os.PathLike, *, verify: bool = True) -> nn.Module:
-    """The bundle's tail as a module (``torch.export.load(...).module()``).
-
-    Needs no model source: the program holds the graph and the weights.
-
-    Raises:
-        splitnet.bundle.BundleError: a missing or corrupt bundle.
-    """
-    from splitnet.bundle import BundleError, read_manifest
-
-    m = read_manifest(bundle_dir, verify=verify)
-    path = Path(bundle_dir) / m.tail["file"]
-    if verify and m.tail["file"] not in m.files:
-        raise BundleError(f"manifest lists no checksum for the tail file {m.tail['file']}")
-    try:
-        return torch.export.load(path).module()
-    except Exception as e:
-        raise BundleError(
-            f"cannot load the tail program {path}: {str(e).splitlines()[0]}"
-        ) from None
 
 
 class _NoBar:
