@@ -767,7 +767,7 @@ def test_image_folder_and_video_sources(tmp_path):
 @pytest.mark.gpu
 def test_tail_on_cuda_matches_cpu(repository):
     from splitnet.server import TailModel
-    from splitnet.server._models import FrameInput
+    from splitnet.server._repository import FrameInput
 
     cpu = TailModel(repository / "unet", device="cpu")
     gpu = TailModel(repository / "unet", device="cuda", precision="fp16")

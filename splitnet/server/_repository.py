@@ -1,4 +1,4 @@
-"""A served model: one split bundle's tail, its checks and its post-processing."""
+"""The model repository: every bundle's tail as a TailModel, its checks and post-processing."""
 
 from __future__ import annotations
 
