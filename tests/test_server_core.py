@@ -1,11 +1,14 @@
-"""Server pieces without sockets: the dynamic batcher, the tails."""
+"""Server pieces without sockets: the dynamic batcher, the tails, no OpenVINO on the server."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
+from _no_torch import run_without_openvino
+from _serve_helpers import UNET
 
 from splitnet.server import FrameInput
 from splitnet.server._batcher import DynamicBatcher
@@ -63,3 +66,35 @@ def test_tail_on_cuda_matches_cpu(repository):
     )
     a, b = cpu.run_batch([frame, frame]), gpu.run_batch([frame, frame])
     np.testing.assert_allclose(a[0]["probabilities"], b[0]["probabilities"], atol=2e-2)
+
+
+def test_server_loads_and_runs_tails_without_openvino(repository, models, tmp_path):
+    """The server host: ``splitnet.server`` imports, loads every tail and runs one, with
+    openvino unimportable; the results equal those of this (OpenVINO-capable) process."""
+    code = """
+import json
+import numpy as np
+import torch
+from splitnet.bundle import load_tail
+from splitnet.server import FrameInput, load_repository
+models = load_repository(sys.argv[1])
+m = models[sys.argv[2]]
+tensors = [np.load(sys.argv[3])[f"arr_{i}"] for i in range(len(m.manifest.crossing))]
+out = m.run_batch([FrameInput(m.check(tensors), probabilities=True)])[0]
+np.savez(sys.argv[4], **out)
+tail = load_tail(sys.argv[1] + "/unet")
+print(json.dumps(sorted(models)), isinstance(tail, torch.nn.Module))
+"""
+    m = models[UNET]
+    rng = np.random.default_rng(0)
+    tensors = [np.abs(rng.normal(size=t.shape)).astype(np.float32) for t in m.manifest.crossing]
+    np.savez(tmp_path / "in.npz", *tensors)
+    args = (str(repository), UNET, str(tmp_path / "in.npz"), str(tmp_path / "out.npz"))
+    res = run_without_openvino(code, args=args)
+    assert res.returncode == 0, res.stderr
+    names, is_module = res.stdout.rsplit(" ", 1)
+    assert json.loads(names) == sorted(models) and is_module.strip() == "True"
+    want = m.run_batch([FrameInput(tensors, probabilities=True)])[0]
+    got = np.load(tmp_path / "out.npz")
+    np.testing.assert_array_equal(got["mask"], want["mask"])
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=1e-6, atol=1e-7)
