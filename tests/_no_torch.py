@@ -1,4 +1,5 @@
-"""Running code in a subprocess where ``import torch`` fails: the device host has no torch."""
+"""Running code in a subprocess where some imports fail: a device host has no torch, a
+server host no OpenVINO."""
 
 from __future__ import annotations
 
@@ -11,28 +12,44 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PRELUDE = """
 import sys, importlib.abc
-class _NoTorch(importlib.abc.MetaPathFinder):
+_HIDDEN = {hidden!r}
+class _Hide(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is hidden in this test")
-sys.meta_path.insert(0, _NoTorch())
+        if name.split(".")[0] in _HIDDEN:
+            raise ImportError(name + " is hidden in this test")
+sys.meta_path.insert(0, _Hide())
 """
 
 EPILOGUE = """
-assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
+_got = [m for m in sys.modules if m.split(".")[0] in _HIDDEN]
+assert not _got, f"imported although hidden: {_got[:5]}"
 """
 
 
-def run_without_torch(
-    code: str, *, timeout: float = 120, args: tuple[str, ...] = ()
+def run_without(
+    code: str, *, hidden: tuple[str, ...], timeout: float = 120, args: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
-    """Runs ``code`` with torch hidden from the import system; asserts it never got imported."""
+    """Runs ``code`` with the top-level packages ``hidden`` unimportable; asserts none got in."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-c", PRELUDE + code + EPILOGUE, *args],
+        [sys.executable, "-c", PRELUDE.format(hidden=tuple(hidden)) + code + EPILOGUE, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
         env=env,
     )
+
+
+def run_without_torch(
+    code: str, *, timeout: float = 120, args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """Runs ``code`` with torch hidden from the import system; asserts it never got imported."""
+    return run_without(code, hidden=("torch",), timeout=timeout, args=args)
+
+
+def run_without_openvino(
+    code: str, *, timeout: float = 120, args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """Runs ``code`` with openvino hidden from the import system; asserts it never got imported."""
+    return run_without(code, hidden=("openvino",), timeout=timeout, args=args)

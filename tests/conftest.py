@@ -54,3 +54,41 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+# ---- the server and daemon tests' bundles (tests/test_server_*.py, tests/test_daemon.py) ----
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory):
+    """A repository with a small U-Net bundle (q4) and a classifier bundle (f16)."""
+    from splitnet.export import export_bundle
+
+    root = tmp_path_factory.mktemp("repo")
+    export_bundle(
+        "unet-vgg16",
+        input_shape=(3, 32, 64),
+        split="encoder.block3.pool",
+        out_dir=root / "unet",
+        codec="q4",
+        model_args={"width": 0.125},
+        parity_frames=1,
+    )
+    export_bundle(
+        "resnet18",
+        input_shape=(3, 32, 32),
+        split="layer2.0.add",
+        out_dir=root / "resnet",
+        codec="f16",
+        num_classes=10,
+        parity_frames=1,
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def models(repository):
+    """The repository's tails, loaded once (``load_repository``)."""
+    from splitnet.server import load_repository
+
+    return load_repository(repository, device="cpu")

@@ -194,6 +194,16 @@ def test_codec_section_round_trips(seg_bundle):
     tensors = HeadRunner(seg_bundle.bundle_dir)(_frame(SEG["shape"]))
     decoded = codec.decode(codec.encode(tensors))
     assert [a.shape for a in decoded] == [a.shape for a in tensors]
+    # the values too: clipped to the calibrated range, then within half a q4 step of it
+    for x, y, cal in zip(tensors, decoded, c["calibration"], strict=True):
+        lo, hi = np.asarray(cal["lo"]), np.asarray(cal["hi"])
+        assert lo.size in (1, x.shape[1]) and np.all(hi > lo)
+        group = (1, -1) + (1,) * (x.ndim - 2)  # one range per channel (axis 1), or one
+        lo, hi = lo.reshape(group), hi.reshape(group)
+        half_step = (hi - lo) / (2**4 - 1) / 2
+        err = np.abs(y - np.clip(x, lo, hi))
+        assert np.all(err <= half_step * (1 + 1e-4) + 1e-6), err.max()
+        assert np.abs(y - x).max() > 0  # q4 is lossy: the codec really quantized
 
 
 # ---- parity -------------------------------------------------------------------------------
@@ -362,22 +372,66 @@ except ImportError:
         np.testing.assert_array_equal(got[f"arr_{i}"], a)
 
 
+def _imports(nodes) -> list[str]:
+    names = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append(node.module or "")
+    return names
+
+
+BUNDLE = ROOT / "splitnet" / "bundle"
+
+
 @pytest.mark.parametrize(
     "path",
-    [ROOT / "splitnet" / "bundle.py", *sorted((ROOT / "splitnet" / "device").glob("*.py"))],
-    ids=lambda p: p.name,
+    [
+        BUNDLE / "__init__.py",
+        BUNDLE / "_manifest.py",
+        *sorted((ROOT / "splitnet" / "device").glob("*.py")),
+    ],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
 )
 def test_device_modules_do_not_import_torch(path):
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        for n in names:
-            assert n.split(".")[0] != "torch", f"{path.name} imports {n}"
-            assert not n.startswith(("splitnet.export", "splitnet.models", "splitnet.split")), n
+    for n in _imports(ast.walk(ast.parse(path.read_text()))):
+        assert n.split(".")[0] != "torch", f"{path.name} imports {n}"
+        assert not n.startswith(("splitnet.export", "splitnet.models", "splitnet.split")), n
+
+
+def test_bundle_tail_loader_imports_torch_only_when_called():
+    """``load_tail`` is the server's: torch inside the function, never at module level."""
+    tree = ast.parse((BUNDLE / "_tail.py").read_text())
+    top = [n for n in tree.body if not isinstance(n, ast.If)]  # the TYPE_CHECKING block aside
+    assert all(n.split(".")[0] != "torch" for n in _imports(top))
+    assert "torch" in _imports(ast.walk(tree))
+    assert sorted(p.name for p in BUNDLE.glob("*.py")) == [
+        "__init__.py",
+        "_manifest.py",
+        "_tail.py",
+    ]
+
+
+def test_bundle_reads_without_torch(seg_bundle, tmp_path):
+    """The device host: ``splitnet.bundle`` imports, reads and verifies a manifest, no torch."""
+    code = """
+import json
+import splitnet.bundle as b
+m = b.read_manifest(sys.argv[1])
+b.verify_files(sys.argv[1], m)
+codec = m.make_codec()
+try:
+    b.load_tail(sys.argv[1])
+except ImportError:
+    print("tail needs torch")
+print(json.dumps(m.to_dict()))
+"""
+    res = run_without_torch(code, args=(str(seg_bundle.bundle_dir),))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "tail needs torch"
+    assert Manifest.from_dict(json.loads(lines[1])) == seg_bundle.manifest
 
 
 def test_benchmark_head(seg_bundle):

@@ -5,10 +5,12 @@
 (``torch.export``, dynamic batch) and ``manifest.json``, after checking the
 IR against torch. Export targets (``cpu``, ``myriad``) say what IR a device
 can take; the Myriad X profile's supported operations are data, in
-``myriad_ops.json``. Reading a bundle needs no torch: see :mod:`splitnet.bundle`
-and :mod:`splitnet.device`.
+``myriad_ops.json``. Reading a bundle (``load_tail`` included, re-exported
+here) lives in :mod:`splitnet.bundle`; the device runs the head with
+:mod:`splitnet.device`.
 """
 
+from splitnet.bundle import load_tail
 from splitnet.export._bundle import (
     HEAD_BIN,
     HEAD_XML,
@@ -17,7 +19,6 @@ from splitnet.export._bundle import (
     ExportError,
     ExportResult,
     export_bundle,
-    load_tail,
 )
 from splitnet.export._ir import convert_head, normalize_frame
 from splitnet.export._parity import ParityError, ParityReport, TensorParity, compare_outputs

@@ -6,7 +6,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,10 @@ from torch import nn
 from splitnet._errors import SplitnetError
 from splitnet.bundle import (
     FORMAT_VERSION,
+    HEAD_BIN,
+    HEAD_XML,
     MANIFEST_FILE,
+    TAIL_FILE,
     InputSpec,
     Manifest,
     OutputSpec,
@@ -28,6 +30,7 @@ from splitnet.bundle import (
 )
 from splitnet.export._ir import convert_head, normalize_frame
 from splitnet.export._parity import DEFAULT_TOLERANCE, ParityError, ParityReport, compare_outputs
+from splitnet.export._tail import MAX_BATCH, export_tail
 from splitnet.export._targets import OpViolation, get_target
 
 __all__ = [
@@ -38,11 +41,7 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "export_bundle",
-    "load_tail",
 ]
-
-HEAD_XML, HEAD_BIN, TAIL_FILE = "head.xml", "head.bin", "tail.pt2"
-MAX_BATCH = 64
 
 
 class ExportError(SplitnetError):
@@ -172,65 +171,6 @@ def _run_ir(xml: Path, frames: list[np.ndarray]) -> list[list[np.ndarray]]:
     return out
 
 
-_RESHAPES = ("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default")
-
-
-def _free_batch_in_reshapes(tail: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """A copy of ``tail`` whose reshapes say ``-1`` where the traced graph wrote batch 1.
-
-    The captured graph has static shapes, so ``x.flatten(1)`` became
-    ``view(x, [1, 512])``; with ``[-1, 512]`` the same program takes any batch.
-    Only reshapes that keep dimension 0 the batch (input and output both start
-    with the batch of 1, no other ``-1``) are changed.
-    """
-    import copy
-
-    gm = copy.deepcopy(tail)
-    for n in gm.graph.nodes:
-        if n.op != "call_function" or str(n.target) not in _RESHAPES or len(n.args) < 2:
-            continue
-        src, size = n.args[0], n.args[1]
-        val = getattr(src, "meta", {}).get("val")
-        if (
-            isinstance(size, (list, tuple))
-            and size
-            and size[0] == 1
-            and -1 not in size
-            and isinstance(val, torch.Tensor)
-            and val.dim() >= 1
-            and val.shape[0] == 1
-        ):
-            n.args = (src, [-1, *size[1:]], *n.args[2:])
-    gm.recompile()
-    return gm
-
-
-def _export_tail(tail: nn.Module, crossing: tuple[TensorSpec, ...], path: Path) -> dict[str, Any]:
-    """Saves the tail as a ``torch.export`` program, with a dynamic batch where it can."""
-    # torch.export specialises dimensions of size 1, so trace with a batch of 2
-    example = tuple(torch.randn(2, *t.shape[1:]) for t in crossing)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    info: dict[str, Any] = {"file": TAIL_FILE, "format": "torch.export", "inputs": []}
-    info["inputs"] = [t.name for t in crossing]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.export.export(
-                _free_batch_in_reshapes(tail),
-                example,
-                dynamic_shapes=tuple({0: batch} for _ in crossing),
-            )
-            info.update(batch="dynamic", max_batch=MAX_BATCH)
-        except Exception:  # some graphs pin the batch; a static program still serves
-            example = tuple(torch.randn(*t.shape) for t in crossing)
-            program = torch.export.export(tail, example)
-            info.update(batch="static", max_batch=int(crossing[0].shape[0]))
-        # the example inputs would be saved too (hundreds of MB at full resolution)
-        program.example_inputs = None
-        torch.export.save(program, path)
-    return info
-
-
 def _codec_section(name: str, options: Mapping[str, Any], calibration_batches) -> dict[str, Any]:
     from splitnet.codec import get_codec
 
@@ -311,18 +251,8 @@ def export_bundle(
         True
     """
     t0 = time.perf_counter()
-    from splitnet.split import trace
-
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out} is not empty; choose another --out or pass --overwrite")
-    c, h, w = (int(v) for v in input_shape)
-    if c != 3:
-        raise ExportError(f"the device feeds RGB frames, so the input needs 3 channels, got {c}")
-    if calibrate < 0 or parity_frames < 1:
-        raise ExportError("calibrate must be >= 0 and parity_frames >= 1")
+    c, h, w = _check_arguments(out, input_shape, calibrate, parity_frames, overwrite)
     tgt = get_target(target)
     _codec_section(codec, codec_options or {}, None)  # an unknown codec or option fails now
 
@@ -330,39 +260,11 @@ def export_bundle(
     bar = _progress(len(steps), progress)
     try:
         bar.set_description("trace")
-        net, model_name, info = _resolve_model(
-            model, weights=weights, num_classes=num_classes, model_args=model_args
-        )
-        x = torch.zeros(1, c, h, w)
-        info = _info_from_output(info, net, x)
-        g = trace(net, x, name=model_name)
-        point = g.point(split)
-        head, tail = g.split(point)
-        spec = InputSpec(
-            shape=(c, h, w),
-            frame_shape=(h, w, c),
-            mean=tuple(float(v) for v in info.mean),
-            std=tuple(float(v) for v in info.std),
-        )
-        crossing = tuple(TensorSpec(t.name, tuple(t.shape), t.dtype) for t in point.tensors)
+        s = _trace_and_split(model, (c, h, w), split, weights, num_classes, model_args)
         bar.update()
 
         bar.set_description("convert head")
-        ov_model, violations = convert_head(
-            head, input_spec=spec, output_names=[t.name for t in crossing], target=tgt
-        )
-        if violations:
-            bar.set_description("search compatible point")
-            ok = _nearest_compatible(g, point, spec, tgt)
-            hint = (
-                f"the nearest earlier compatible split point is {ok.name!r} (index {ok.index})"
-                if ok is not None
-                else "no earlier split point is compatible"
-            )
-            raise ExportError(
-                f"the head of {model_name} at {point.name!r} cannot run on target {target!r}: "
-                f"{_violation_summary(violations)}; {hint}"
-            )
+        ov_model = _convert_head(s, tgt, bar)
         bar.update()
 
         import openvino as ov
@@ -373,94 +275,215 @@ def export_bundle(
             ov.save_model(ov_model, staging / HEAD_XML, compress_to_fp16=True)
 
             bar.set_description("parity")
-            frames = _frames(parity_frames, spec, seed=0)
-            ov_out = _run_ir(staging / HEAD_XML, frames)
-            with torch.no_grad():
-                torch_out = [[t.numpy() for t in head(normalize_frame(f, spec))] for f in frames]
-            report = compare_outputs(
-                [t.name for t in crossing],
-                ov_out,
-                torch_out[:parity_frames],
-                tolerance=tolerance,
-            )
-            if not report.ok:
-                worst = max(report.tensors, key=lambda t: t.max_rel)
-                raise ParityError(
-                    f"OpenVINO and torch differ beyond the tolerance: {worst.name} max abs error "
-                    f"{worst.max_abs:.3g}, relative {worst.max_rel:.3g} > {tolerance:g}"
-                )
+            report = _check_parity(s, staging / HEAD_XML, parity_frames, tolerance)
             bar.update()
 
             bar.set_description("export tail")
-            tail_info = _export_tail(tail, crossing, staging / TAIL_FILE)
+            tail_info = export_tail(s.tail, s.crossing, staging / TAIL_FILE)
             bar.update()
 
             bar.set_description("codec")
-            calibration = None
-            if calibrate:  # the crossing tensors of synthetic steel frames, not of noise
-                with torch.no_grad():
-                    calibration = [
-                        [t.numpy() for t in head(normalize_frame(f, spec))]
-                        for f in _steel_frames(calibrate, spec, seed=0)
-                    ]
-            codec_info = _codec_section(codec, codec_options or {}, calibration)
+            codec_info = _calibrated_codec_section(s, codec, codec_options or {}, calibrate)
             bar.update()
 
             bar.set_description("manifest")
-            opsets = sorted(
-                {
-                    f"{op.get_type_name()}-{op.get_type_info().version_id}"
-                    for op in ov_model.get_ordered_ops()
-                }
-            )
-            files = {f: file_sha256(staging / f) for f in (HEAD_XML, HEAD_BIN, TAIL_FILE)}
-            manifest = Manifest(
-                format_version=FORMAT_VERSION,
-                name=name or f"{model_name}.{point.name}",
-                model=model_name,
+            manifest = _build_manifest(
+                s,
+                name=name or f"{s.model_name}.{s.point.name}",
                 model_args=dict(model_args or {}),
-                task=info.task,
-                num_classes=int(info.num_classes),
-                split={
-                    "index": point.index,
-                    "name": point.name,
-                    "kind": point.kind,
-                    "op": point.op,
-                    "points": len(g.points),
-                },
-                input=spec,
-                crossing=crossing,
-                output=OutputSpec(
-                    kind="mask" if info.task == "segmentation" else "classes",
-                    multilabel=bool(info.multilabel),
-                    class_names=tuple(info.class_names)
-                    or tuple(f"class_{i}" for i in range(info.num_classes)),
-                ),
                 codec=codec_info,
-                head={
-                    "xml": HEAD_XML,
-                    "bin": HEAD_BIN,
-                    **tgt.describe(),
-                    "ir_version": _ir_version(staging / HEAD_XML),
-                    "input_name": ov_model.inputs[0].get_any_name(),
-                    "output_names": [t.name for t in crossing],
-                    "converter": "openvino.convert_model(torch.export.export(head))",
-                    "operations": opsets,
-                },
+                head=_head_section(ov_model, tgt, staging / HEAD_XML, s.crossing),
                 tail=tail_info,
                 parity=report.to_dict(),
-                versions=_versions(),
-                files=files,
+                files={f: file_sha256(staging / f) for f in (HEAD_XML, HEAD_BIN, TAIL_FILE)},
             )
-            (staging / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
-            for f in (*files, MANIFEST_FILE):
-                os.replace(staging / f, out / f)
+            _publish(staging, out, manifest)
             bar.update()
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     finally:
         bar.close()
     return ExportResult(out, manifest, report, time.perf_counter() - t0)
+
+
+# ---- the steps of export_bundle, in order --------------------------------------------------
+
+
+def _check_arguments(
+    out: Path, input_shape: tuple[int, int, int], calibrate: int, parity_frames: int, overwrite
+) -> tuple[int, int, int]:
+    """``(C, H, W)`` once the folder and the numbers are usable; raises :class:`ExportError`."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} is not empty; choose another --out or pass --overwrite")
+    c, h, w = (int(v) for v in input_shape)
+    if c != 3:
+        raise ExportError(f"the device feeds RGB frames, so the input needs 3 channels, got {c}")
+    if calibrate < 0 or parity_frames < 1:
+        raise ExportError("calibrate must be >= 0 and parity_frames >= 1")
+    return c, h, w
+
+
+@dataclass(frozen=True)
+class _Split:
+    """A traced model cut at one point: what every later step of the export reads."""
+
+    model_name: str
+    info: Any  # splitnet.models.ModelInfo
+    graph: Any  # splitnet.split graph
+    point: Any  # its SplitPoint
+    head: nn.Module
+    tail: nn.Module
+    spec: InputSpec
+    crossing: tuple[TensorSpec, ...]
+
+
+def _trace_and_split(model, shape, split, weights, num_classes, model_args) -> _Split:
+    """Resolves the model, traces it at ``shape`` and cuts it at ``split``."""
+    from splitnet.split import trace
+
+    c, h, w = shape
+    net, model_name, info = _resolve_model(
+        model, weights=weights, num_classes=num_classes, model_args=model_args
+    )
+    x = torch.zeros(1, c, h, w)
+    info = _info_from_output(info, net, x)
+    g = trace(net, x, name=model_name)
+    point = g.point(split)
+    head, tail = g.split(point)
+    spec = InputSpec(
+        shape=(c, h, w),
+        frame_shape=(h, w, c),
+        mean=tuple(float(v) for v in info.mean),
+        std=tuple(float(v) for v in info.std),
+    )
+    crossing = tuple(TensorSpec(t.name, tuple(t.shape), t.dtype) for t in point.tensors)
+    return _Split(model_name, info, g, point, head, tail, spec, crossing)
+
+
+def _convert_head(s: _Split, tgt, bar):
+    """The head as an ``openvino.Model`` that ``tgt`` can run, or :class:`ExportError`.
+
+    The error names the operations the target lacks and the nearest earlier
+    split point whose head it accepts.
+    """
+    ov_model, violations = convert_head(
+        s.head, input_spec=s.spec, output_names=[t.name for t in s.crossing], target=tgt
+    )
+    if violations:
+        bar.set_description("search compatible point")
+        ok = _nearest_compatible(s.graph, s.point, s.spec, tgt)
+        hint = (
+            f"the nearest earlier compatible split point is {ok.name!r} (index {ok.index})"
+            if ok is not None
+            else "no earlier split point is compatible"
+        )
+        raise ExportError(
+            f"the head of {s.model_name} at {s.point.name!r} cannot run on target {tgt.name!r}: "
+            f"{_violation_summary(violations)}; {hint}"
+        )
+    return ov_model
+
+
+def _head_outputs(s: _Split, frames: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """The torch head's crossing tensors for each raw frame."""
+    with torch.no_grad():
+        return [[t.numpy() for t in s.head(normalize_frame(f, s.spec))] for f in frames]
+
+
+def _check_parity(s: _Split, xml: Path, n_frames: int, tolerance: float) -> ParityReport:
+    """The saved IR against the torch head on random frames; :class:`ParityError` beyond
+    ``tolerance``."""
+    frames = _frames(n_frames, s.spec, seed=0)
+    report = compare_outputs(
+        [t.name for t in s.crossing],
+        _run_ir(xml, frames),
+        _head_outputs(s, frames),
+        tolerance=tolerance,
+    )
+    if not report.ok:
+        worst = max(report.tensors, key=lambda t: t.max_rel)
+        raise ParityError(
+            f"OpenVINO and torch differ beyond the tolerance: {worst.name} max abs error "
+            f"{worst.max_abs:.3g}, relative {worst.max_rel:.3g} > {tolerance:g}"
+        )
+    return report
+
+
+def _calibrated_codec_section(
+    s: _Split, codec: str, options: Mapping[str, Any], calibrate: int
+) -> dict[str, Any]:
+    """The manifest's codec section, calibrated on ``calibrate`` synthetic steel frames.
+
+    The crossing tensors of steel frames, not of noise: that is what the codec will see.
+    """
+    calibration = None
+    if calibrate:
+        calibration = _head_outputs(s, _steel_frames(calibrate, s.spec, seed=0))
+    return _codec_section(codec, options, calibration)
+
+
+def _build_manifest(s: _Split, **sections: Any) -> Manifest:
+    """The manifest of the split ``s``; ``sections`` are the fields the other steps made."""
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        model=s.model_name,
+        task=s.info.task,
+        num_classes=int(s.info.num_classes),
+        split=_split_section(s),
+        input=s.spec,
+        crossing=s.crossing,
+        output=_output_spec(s.info),
+        versions=_versions(),
+        **sections,
+    )
+
+
+def _split_section(s: _Split) -> dict[str, Any]:
+    p = s.point
+    return {
+        "index": p.index,
+        "name": p.name,
+        "kind": p.kind,
+        "op": p.op,
+        "points": len(s.graph.points),
+    }
+
+
+def _output_spec(info) -> OutputSpec:
+    return OutputSpec(
+        kind="mask" if info.task == "segmentation" else "classes",
+        multilabel=bool(info.multilabel),
+        class_names=tuple(info.class_names) or tuple(f"class_{i}" for i in range(info.num_classes)),
+    )
+
+
+def _head_section(ov_model, tgt, xml: Path, crossing: tuple[TensorSpec, ...]) -> dict[str, Any]:
+    """The manifest's head section: files, target, IR version, names and operations."""
+    opsets = sorted(
+        {
+            f"{op.get_type_name()}-{op.get_type_info().version_id}"
+            for op in ov_model.get_ordered_ops()
+        }
+    )
+    return {
+        "xml": HEAD_XML,
+        "bin": HEAD_BIN,
+        **tgt.describe(),
+        "ir_version": _ir_version(xml),
+        "input_name": ov_model.inputs[0].get_any_name(),
+        "output_names": [t.name for t in crossing],
+        "converter": "openvino.convert_model(torch.export.export(head))",
+        "operations": opsets,
+    }
+
+
+def _publish(staging: Path, out: Path, manifest: Manifest) -> None:
+    """Writes the manifest, then moves every file from ``staging`` into ``out``."""
+    (staging / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+    for f in (*manifest.files, MANIFEST_FILE):
+        os.replace(staging / f, out / f)
 
 
 def _ir_version(xml: Path) -> int:
@@ -470,28 +493,6 @@ def _ir_version(xml: Path) -> int:
         head = f.read(512)
     m = re.search(r'<net [^>]*version="(\d+)"', head)
     return int(m.group(1)) if m else 0
-
-
-def load_tail(bundle_dir: str | os.PathLike, *, verify: bool = True) -> nn.Module:
-    """The bundle's tail as a module (``torch.export.load(...).module()``).
-
-    Needs no model source: the program holds the graph and the weights.
-
-    Raises:
-        splitnet.bundle.BundleError: a missing or corrupt bundle.
-    """
-    from splitnet.bundle import BundleError, read_manifest
-
-    m = read_manifest(bundle_dir, verify=verify)
-    path = Path(bundle_dir) / m.tail["file"]
-    if verify and m.tail["file"] not in m.files:
-        raise BundleError(f"manifest lists no checksum for the tail file {m.tail['file']}")
-    try:
-        return torch.export.load(path).module()
-    except Exception as e:
-        raise BundleError(
-            f"cannot load the tail program {path}: {str(e).splitlines()[0]}"
-        ) from None
 
 
 class _NoBar:

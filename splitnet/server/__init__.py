@@ -6,7 +6,7 @@ Example:
 """
 
 from splitnet.server._core import InferenceCore, InferError
-from splitnet.server._models import FrameInput, TailModel, load_repository
+from splitnet.server._repository import FrameInput, TailModel, load_repository
 from splitnet.server._server import InferenceServer, ServerConfig
 
 __all__ = [

@@ -13,7 +13,7 @@ import numpy as np
 from splitnet import codec
 from splitnet.server._batcher import DynamicBatcher
 from splitnet.server._metrics import Metrics
-from splitnet.server._models import FrameInput, TailModel
+from splitnet.server._repository import FrameInput, TailModel
 from splitnet.wire import (
     PAYLOAD_INPUT,
     get_parameter,

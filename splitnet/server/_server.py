@@ -15,7 +15,7 @@ from splitnet._errors import ConfigError
 from splitnet.server._auth import TokenAuthInterceptor
 from splitnet.server._core import InferenceCore
 from splitnet.server._metrics import Metrics
-from splitnet.server._models import TailModel, load_repository
+from splitnet.server._repository import TailModel, load_repository
 from splitnet.server._servicer import InferenceServicer
 from splitnet.wire import inference_pb2 as pb
 from splitnet.wire import inference_pb2_grpc as pb_grpc

@@ -1,4 +1,4 @@
-"""A served model: one split bundle's tail, its checks and its post-processing."""
+"""The model repository: every bundle's tail as a TailModel, its checks and post-processing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from splitnet._errors import ConfigError, SplitnetError
-from splitnet.bundle import MANIFEST_FILE, BundleError, Manifest, read_manifest
+from splitnet.bundle import MANIFEST_FILE, BundleError, Manifest, load_tail, read_manifest
 
 __all__ = ["FrameInput", "TailModel", "load_repository"]
 
@@ -40,8 +40,6 @@ class TailModel:
     def __init__(
         self, bundle_dir: str | os.PathLike, *, device: str = "cpu", precision: str = "fp32"
     ) -> None:
-        from splitnet.export import load_tail  # torch-side loader of tail.pt2
-
         self.path = Path(bundle_dir)
         self.manifest: Manifest = read_manifest(self.path)
         if precision not in PRECISIONS:

@@ -1,19 +1,11 @@
-"""Split bundles: the files a device and a server deploy, described by ``manifest.json``.
+"""The manifest of a split bundle: its dataclasses, parsing, checks and checksums.
 
-A bundle is a folder written by ``splitnet export``::
-
-    head.xml, head.bin   OpenVINO IR of the head (the device runs it)
-    tail.pt2             torch.export program of the tail (the server runs it)
-    manifest.json        what the files are, how to feed them, and their sha256
-
-This module reads and checks a manifest. It imports only the standard library,
-so the device (no torch) and the server (no OpenVINO) both use it; the writer
-lives in :mod:`splitnet.export`.
-
-Example:
-    >>> m = read_manifest("bundles/unet-vgg16.encoder.block3.pool")
-    >>> m.name, [t.name for t in m.crossing]
-    ('unet-vgg16.encoder.block3.pool', ['encoder.block1.relu2', ...])
+Every field of ``manifest.json`` is a field of one dataclass here
+(:class:`Manifest`, or the :class:`InputSpec`, :class:`TensorSpec` and
+:class:`OutputSpec` it holds); each class reads its own part in
+``from_dict`` and ``Manifest.to_dict`` writes them all. A new field is
+added in exactly two places: the dataclass (with a default, so older
+manifests still read) and that class's ``from_dict``. Standard library only.
 """
 
 from __future__ import annotations
@@ -29,7 +21,10 @@ from splitnet._errors import SplitnetError
 
 __all__ = [
     "FORMAT_VERSION",
+    "HEAD_BIN",
+    "HEAD_XML",
     "MANIFEST_FILE",
+    "TAIL_FILE",
     "BundleError",
     "InputSpec",
     "Manifest",
@@ -42,6 +37,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+HEAD_XML, HEAD_BIN, TAIL_FILE = "head.xml", "head.bin", "tail.pt2"
 
 
 class BundleError(SplitnetError):
@@ -78,6 +74,19 @@ class InputSpec:
     resize: str = "none"
     embedded: bool = True
 
+    @classmethod
+    def from_dict(cls, doc: Any) -> InputSpec:
+        """The ``input`` section; a missing key raises ``KeyError`` (named by the caller)."""
+        return cls(
+            **{
+                **doc,
+                "shape": _ints(doc["shape"], "input.shape"),
+                "frame_shape": _ints(doc["frame_shape"], "input.frame_shape"),
+                "mean": tuple(float(v) for v in doc.get("mean", ())),
+                "std": tuple(float(v) for v in doc.get("std", ())),
+            }
+        )
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -87,6 +96,11 @@ class TensorSpec:
     shape: tuple[int, ...]
     dtype: str
 
+    @classmethod
+    def from_dict(cls, doc: Any) -> TensorSpec:
+        """One entry of the ``crossing`` list."""
+        return cls(str(doc["name"]), _ints(doc["shape"], "crossing.shape"), str(doc["dtype"]))
+
 
 @dataclass(frozen=True)
 class OutputSpec:
@@ -95,6 +109,11 @@ class OutputSpec:
     kind: str
     multilabel: bool
     class_names: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> OutputSpec:
+        """The ``output`` section."""
+        return cls(str(doc["kind"]), bool(doc["multilabel"]), tuple(map(str, doc["class_names"])))
 
 
 @dataclass(frozen=True)
@@ -164,68 +183,63 @@ class Manifest:
                 f"{FORMAT_VERSION}); re-export the bundle"
             )
         try:
-            inp = doc["input"]
-            spec = InputSpec(
-                **{
-                    **inp,
-                    "shape": _ints(inp["shape"], "input.shape"),
-                    "frame_shape": _ints(inp["frame_shape"], "input.frame_shape"),
-                    "mean": tuple(float(v) for v in inp.get("mean", ())),
-                    "std": tuple(float(v) for v in inp.get("std", ())),
-                }
-            )
-            crossing = tuple(
-                TensorSpec(str(t["name"]), _ints(t["shape"], "crossing.shape"), str(t["dtype"]))
-                for t in doc["crossing"]
-            )
-            out = doc["output"]
-            output = OutputSpec(
-                str(out["kind"]), bool(out["multilabel"]), tuple(map(str, out["class_names"]))
-            )
-            files = doc["files"]
-            if not isinstance(files, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in files.items()
-            ):
-                raise BundleError("manifest 'files' must map paths to sha256 strings")
-            m = cls(
-                format_version=int(version),
-                name=str(doc["name"]),
-                model=str(doc["model"]),
-                model_args=dict(doc.get("model_args") or {}),
-                task=str(doc["task"]),
-                num_classes=int(doc["num_classes"]),
-                split=dict(doc["split"]),
-                input=spec,
-                crossing=crossing,
-                output=output,
-                codec=dict(doc["codec"]),
-                head=dict(doc["head"]),
-                tail=dict(doc["tail"]),
-                parity=dict(doc.get("parity") or {}),
-                versions=dict(doc.get("versions") or {}),
-                files=dict(files),
-            )
+            m = cls._parse(doc)
         except KeyError as e:
             raise BundleError(f"manifest is missing the field {e.args[0]!r}") from None
         except (TypeError, ValueError, AttributeError) as e:
             if isinstance(e, BundleError):
                 raise
             raise BundleError(f"manifest is malformed: {e}") from None
-        if not crossing:
+        m._check()
+        return m
+
+    @classmethod
+    def _parse(cls, doc: dict[str, Any]) -> Manifest:
+        """The fields, each read by its own class; raises ``KeyError``/``TypeError``/...."""
+        # the order of the reads decides which missing field a message names: keep it
+        spec = InputSpec.from_dict(doc["input"])
+        crossing = tuple(TensorSpec.from_dict(t) for t in doc["crossing"])
+        output = OutputSpec.from_dict(doc["output"])
+        files = doc["files"]
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+        ):
+            raise BundleError("manifest 'files' must map paths to sha256 strings")
+        return cls(
+            format_version=int(doc["format_version"]),
+            name=str(doc["name"]),
+            model=str(doc["model"]),
+            model_args=dict(doc.get("model_args") or {}),
+            task=str(doc["task"]),
+            num_classes=int(doc["num_classes"]),
+            split=dict(doc["split"]),
+            input=spec,
+            crossing=crossing,
+            output=output,
+            codec=dict(doc["codec"]),
+            head=dict(doc["head"]),
+            tail=dict(doc["tail"]),
+            parity=dict(doc.get("parity") or {}),
+            versions=dict(doc.get("versions") or {}),
+            files=dict(files),
+        )
+
+    def _check(self) -> None:
+        """What must hold across fields once they parse; raises :class:`BundleError`."""
+        if not self.crossing:
             raise BundleError("manifest lists no crossing tensors")
-        if output.kind not in ("mask", "classes"):
+        if self.output.kind not in ("mask", "classes"):
             raise BundleError(
-                f"manifest output.kind must be 'mask' or 'classes', got {output.kind!r}"
+                f"manifest output.kind must be 'mask' or 'classes', got {self.output.kind!r}"
             )
         for key in ("xml", "bin"):
-            if key not in m.head:
+            if key not in self.head:
                 raise BundleError(f"manifest head is missing {key!r}")
-        if "file" not in m.tail:
+        if "file" not in self.tail:
             raise BundleError("manifest tail is missing 'file'")
-        for path in m.files:
+        for path in self.files:
             if Path(path).is_absolute() or ".." in Path(path).parts:
                 raise BundleError(f"manifest file path {path!r} leaves the bundle")
-        return m
 
 
 def _dumps(value: Any, indent: int = 0) -> str:

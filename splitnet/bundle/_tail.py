@@ -1,0 +1,40 @@
+"""The server's side of a bundle: the tail program as a torch module.
+
+torch is imported inside :func:`load_tail`, never at import time, so that
+``import splitnet.bundle`` stays torch-free for the device.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from splitnet.bundle._manifest import BundleError, read_manifest
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["load_tail"]
+
+
+def load_tail(bundle_dir: str | os.PathLike, *, verify: bool = True) -> nn.Module:
+    """The bundle's tail as a module (``torch.export.load(...).module()``).
+
+    Needs no model source: the program holds the graph and the weights.
+
+    Raises:
+        splitnet.bundle.BundleError: a missing or corrupt bundle.
+    """
+    import torch
+
+    m = read_manifest(bundle_dir, verify=verify)
+    path = Path(bundle_dir) / m.tail["file"]
+    if verify and m.tail["file"] not in m.files:
+        raise BundleError(f"manifest lists no checksum for the tail file {m.tail['file']}")
+    try:
+        return torch.export.load(path).module()
+    except Exception as e:
+        raise BundleError(
+            f"cannot load the tail program {path}: {str(e).splitlines()[0]}"
+        ) from None
