@@ -56,7 +56,21 @@ def plot_report(
         title or f"{report.model}, input {c}×{h}×{w}: per split point", fontsize=13, y=0.92
     )
 
-    # (a) compute and memory
+    _panel_compute(ax_a, pts, x)
+    _panel_crossing(ax_b, pts, x)
+    _panel_bitrate(ax_c, report, x, fps)
+
+    step = max(1, -(-n // _MAX_LABELS))
+    ax_c.set_xticks(x[::step])
+    ax_c.set_xticklabels(labels[::step], rotation=60, ha="right", fontsize=7)
+    ax_c.set_xlabel("split point (cut after)")
+    ax_c.set_xlim(-0.6, n - 0.4)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _panel_compute(ax_a, pts, x: list[int]) -> None:
+    """(a) cumulative MACs on each side; head parameters and peak activations."""
     ax_a.plot(x, [p.device_macs / 1e9 for p in pts], "o-", color="C0", label="device (head) MACs")
     ax_a.plot(
         x,
@@ -96,7 +110,9 @@ def plot_report(
     mem.set_ylabel("device memory (MiB)")
     _legend(ax_a, mem)
 
-    # (b) crossing size and device frame rate
+
+def _panel_crossing(ax_b, pts, x: list[int]) -> None:
+    """(b) elements crossing the cut, and the measured device FPS where there is one."""
     ax_b.bar(
         x, [p.elements / 1e6 for p in pts], color="C2", alpha=0.7, label="elements crossing the cut"
     )
@@ -127,7 +143,10 @@ def plot_report(
         )
     _legend(ax_b, fps_ax)
 
-    # (c) bitrate per bit width, with the image baselines
+
+def _panel_bitrate(ax_c, report: ProfileReport, x: list[int], fps: float) -> None:
+    """(c) bitrate per bit width at ``fps``, beside the raw and PNG image baselines."""
+    pts = report.points
     for k, b in enumerate(report.bits):
         ax_c.plot(
             x, [p.mbps[b][fps] for p in pts], "o-", color=f"C{k}", ms=4, label=f"split, {b}-bit"
@@ -143,14 +162,6 @@ def plot_report(
     )
     ax_c.grid(True, which="both", alpha=0.3)
     ax_c.legend(**_LEGEND, **_outside(ax_c))
-
-    step = max(1, -(-n // _MAX_LABELS))
-    ax_c.set_xticks(x[::step])
-    ax_c.set_xticklabels(labels[::step], rotation=60, ha="right", fontsize=7)
-    ax_c.set_xlabel("split point (cut after)")
-    ax_c.set_xlim(-0.6, n - 0.4)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
 
 
 def _outside(ax) -> dict:

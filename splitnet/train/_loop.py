@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,6 +122,24 @@ def resolve_input(
     return input_shape
 
 
+@dataclass
+class _Run:
+    """What one training run holds between epochs."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    train_ds: Any
+    val_ds: Any
+    task: str
+    kwargs: dict
+    input_shape: tuple[int, ...]
+    channels: int
+    start: int = 0
+    best: float = -1.0
+    best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Trains ``config.model`` on ``config.data``, keeping the best checkpoint.
 
@@ -131,14 +150,55 @@ def train(config: TrainConfig) -> TrainResult:
         A :class:`TrainResult`.
 
     Raises:
-        ValueError: bad configuration or data (``OSError`` for unreadable files).
+        TrainError: bad configuration or data (``OSError`` for unreadable files).
     """
-    from splitnet.data import open_dataset
-    from splitnet.models import create_model, get_model_info
-
     t0 = time.perf_counter()
     if config.epochs < 1 or config.batch < 1 or not config.lr > 0:
         raise TrainError("epochs and batch must be >= 1 and lr > 0")
+    run = _start(config)
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if config.resume:
+        _resume(run, config, last_path(out))
+    meta = _checkpoint_meta(run, config)
+    metric_name = meta["metric_name"]
+    normalize = Normalize(run.model.splitnet_info, run.channels)
+    loss_fn = make_loss(run.task)
+    t_loop = time.perf_counter()
+    for epoch in range(run.start + 1, config.epochs + 1):
+        if _over_budget(config, epoch, run.start, t0, t_loop):
+            break
+        loss = _train_epoch(run, config, epoch, normalize, loss_fn)
+        run.model.eval()
+        scores = evaluate(run.model, run.val_ds, batch=config.batch, threshold=config.threshold)
+        metric = scores[metric_name]
+        improved = metric > run.best
+        if improved:
+            run.best, run.best_epoch = metric, epoch
+        run.history.append({"epoch": epoch, "loss": loss, metric_name: metric})
+        record = {**meta, "epoch": epoch, "best_metric": run.best, "best_epoch": run.best_epoch}
+        record["history"] = run.history
+        state = run.model.state_dict()
+        if improved:
+            _save({**record, "state_dict": state, "scores": scores}, out)
+        _save(
+            {**record, "state_dict": state, "optimizer": run.optimizer.state_dict()}, last_path(out)
+        )
+        if config.progress:
+            tqdm.write(
+                f"epoch {epoch}/{config.epochs}  loss {loss:.4f}  "
+                f"val {metric_name} {metric:.4f}{'  (best)' if improved else ''}",
+                file=sys.stderr,
+            )
+    elapsed = time.perf_counter() - t0
+    return TrainResult(run.best_epoch, run.best, metric_name, run.history, str(out), elapsed)
+
+
+def _start(config: TrainConfig) -> _Run:
+    """Opens the train and validation subsets and builds the model and optimizer."""
+    from splitnet.data import open_dataset
+    from splitnet.models import create_model, get_model_info
+
     info = get_model_info(config.model)
     input_shape = resolve_input(config.input_shape, info.task, info.input_multiple)
     channels = input_shape[0] if input_shape else 3
@@ -148,100 +208,86 @@ def train(config: TrainConfig) -> TrainResult:
     _check_task(info.task, train_ds.task, config.model, config.data)
     if input_shape is None:
         input_shape = tuple(train_ds[0][0].shape)
-
     torch.manual_seed(config.seed)
     kwargs = dict(config.model_kwargs)
     if channels != 3 and info.task == "segmentation":
         kwargs.setdefault("in_channels", channels)
     model = create_model(config.model, num_classes=train_ds.num_classes, **kwargs)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    loss_fn = make_loss(info.task)
-    normalize = Normalize(model.splitnet_info, channels)
-    metric_name = primary_metric(info.task)
+    return _Run(model, optimizer, train_ds, val_ds, info.task, kwargs, input_shape, channels)
 
-    out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    start, best, best_epoch, history = 0, -1.0, 0, []
-    if config.resume:
-        state = load_checkpoint(last_path(out))
-        if state["model"] != config.model or state["model_kwargs"] != kwargs:
-            raise TrainError(
-                f"{last_path(out)} was trained as {state['model']} {state['model_kwargs']}, "
-                f"not {config.model} {kwargs}"
-            )
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, best, best_epoch = state["epoch"], state["best_metric"], state["best_epoch"]
-        history = list(state["history"])
-        if start >= config.epochs:
-            raise TrainError(f"{last_path(out)} already has {start} epochs; ask for more --epochs")
 
+def _resume(run: _Run, config: TrainConfig, path: Path) -> None:
+    """Loads the model, optimizer and history of the last-epoch checkpoint ``path``."""
+    state = load_checkpoint(path)
+    if state["model"] != config.model or state["model_kwargs"] != run.kwargs:
+        raise TrainError(
+            f"{path} was trained as {state['model']} {state['model_kwargs']}, "
+            f"not {config.model} {run.kwargs}"
+        )
+    run.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.start, run.best, run.best_epoch = state["epoch"], state["best_metric"], state["best_epoch"]
+    run.history = list(state["history"])
+    if run.start >= config.epochs:
+        raise TrainError(f"{path} already has {run.start} epochs; ask for more --epochs")
+
+
+def _checkpoint_meta(run: _Run, config: TrainConfig) -> dict:
+    """What every checkpoint of the run records besides weights and progress."""
     meta = {
         "format": CHECKPOINT_FORMAT,
         "model": config.model,
-        "model_kwargs": kwargs,
-        "num_classes": train_ds.num_classes,
-        "class_names": list(train_ds.class_names),
-        "task": info.task,
-        "input_shape": list(input_shape),
+        "model_kwargs": run.kwargs,
+        "num_classes": run.train_ds.num_classes,
+        "class_names": list(run.train_ds.class_names),
+        "task": run.task,
+        "input_shape": list(run.input_shape),
         "data": config.data,
-        "metric_name": metric_name,
+        "metric_name": primary_metric(run.task),
         "config": {k: v for k, v in asdict(config).items() if k not in ("progress",)},
     }
-    meta["config"]["input_shape"] = list(input_shape)
+    meta["config"]["input_shape"] = list(run.input_shape)
+    return meta
 
-    t_loop = time.perf_counter()
-    for epoch in range(start + 1, config.epochs + 1):
-        done = epoch - 1 - start
-        if config.max_seconds is not None and done:
-            pace = (time.perf_counter() - t_loop) / done
-            if time.perf_counter() - t0 + pace > config.max_seconds:
-                tqdm.write(
-                    f"stopping after epoch {epoch - 1}: epoch {epoch} would pass the "
-                    f"{config.max_seconds:.0f} s budget",
-                    file=sys.stderr,
-                )
-                break
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        loader = DataLoader(train_ds, batch_size=config.batch, shuffle=True, generator=generator)
-        model.train()
-        total, count = 0.0, 0
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch}/{config.epochs}",
-            unit="batch",
-            file=sys.stderr,
-            disable=not config.progress,
-            leave=False,
-        )
-        for x, y in bar:
-            logits = model(normalize(x))
-            loss = loss_fn(logits, y if info.task == "segmentation" else y.long())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * x.shape[0]
-            count += x.shape[0]
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        model.eval()
-        scores = evaluate(model, val_ds, batch=config.batch, threshold=config.threshold)
-        metric = scores[metric_name]
-        improved = metric > best
-        if improved:
-            best, best_epoch = metric, epoch
-        history.append({"epoch": epoch, "loss": total / count, metric_name: metric})
-        record = {**meta, "epoch": epoch, "best_metric": best, "best_epoch": best_epoch}
-        record["history"] = history
-        if improved:
-            _save({**record, "state_dict": model.state_dict(), "scores": scores}, out)
-        _save(
-            {**record, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()},
-            last_path(out),
-        )
-        if config.progress:
-            tqdm.write(
-                f"epoch {epoch}/{config.epochs}  loss {total / count:.4f}  "
-                f"val {metric_name} {metric:.4f}{'  (best)' if improved else ''}",
-                file=sys.stderr,
-            )
-    return TrainResult(best_epoch, best, metric_name, history, str(out), time.perf_counter() - t0)
+
+def _over_budget(config: TrainConfig, epoch: int, start: int, t0: float, t_loop: float) -> bool:
+    """Whether epoch ``epoch`` would end past ``config.max_seconds`` at the pace so far."""
+    done = epoch - 1 - start
+    if config.max_seconds is None or not done:
+        return False
+    pace = (time.perf_counter() - t_loop) / done
+    if time.perf_counter() - t0 + pace <= config.max_seconds:
+        return False
+    tqdm.write(
+        f"stopping after epoch {epoch - 1}: epoch {epoch} would pass the "
+        f"{config.max_seconds:.0f} s budget",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _train_epoch(run: _Run, config: TrainConfig, epoch: int, normalize, loss_fn) -> float:
+    """One pass over the train subset; returns the mean loss."""
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    loader = DataLoader(run.train_ds, batch_size=config.batch, shuffle=True, generator=generator)
+    run.model.train()
+    total, count = 0.0, 0
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch}/{config.epochs}",
+        unit="batch",
+        file=sys.stderr,
+        disable=not config.progress,
+        leave=False,
+    )
+    for x, y in bar:
+        logits = run.model(normalize(x))
+        loss = loss_fn(logits, y if run.task == "segmentation" else y.long())
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        total += loss.item() * x.shape[0]
+        count += x.shape[0]
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / count
