@@ -64,6 +64,12 @@ def add_parser(sub) -> None:
         default=0.02,
         help="largest OpenVINO vs torch error, relative to each tensor's range (default 0.02)",
     )
+    p.add_argument(
+        "--bottleneck",
+        metavar="CKPT",
+        help="a splitnet train-bottleneck checkpoint: encoder in the head, learned codec, "
+        "decoder in the tail (the teacher's weights come from it)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.add_argument("--json", action="store_true", help="print the manifest")
     p.set_defaults(func=run)
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         overwrite=args.overwrite,
         progress=True,
+        bottleneck=args.bottleneck,
     )
     m = result.manifest
     if args.json:

@@ -28,6 +28,7 @@ COMMANDS = (
     "device",
     "demo",
     "train",
+    "train-bottleneck",
     "evaluate",
     "rate-accuracy",
 )

@@ -47,6 +47,13 @@ def add_parser(sub) -> None:
         "--jpeg", type=_args.int_list, default=[95, 75, 50, 25], help="JPEG baseline qualities"
     )
     p.add_argument("--no-png", action="store_true", help="skip the PNG baseline")
+    p.add_argument(
+        "--bottleneck",
+        type=_args.name_list,
+        default=[],
+        metavar="CKPT[,CKPT...]",
+        help="splitnet train-bottleneck checkpoints: one row each at its split point",
+    )
     p.add_argument("--max-drop", type=float, default=0.5, help="target: metric drop in points")
     p.add_argument("--max-bits", type=float, default=2.0, help="target: bits per element")
     p.add_argument("--out", default="rate_accuracy", help="output directory")
@@ -72,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--calibrate must be >= 0, got {args.calibrate}")
     config = RateAccuracyConfig(
         points=tuple(args.points) if args.points else None,
+        bottlenecks=tuple(args.bottleneck),
         codecs=tuple(args.codecs),
         codec_options=options,
         calibrate=args.calibrate,

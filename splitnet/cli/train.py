@@ -41,6 +41,11 @@ def add_parser(sub) -> None:
         help="resize samples to this shape (default: the data's own size)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--patience",
+        type=int,
+        help="stop after N epochs without a better validation score (default: all --epochs)",
+    )
     p.add_argument("--out", required=True, help="best checkpoint file (.pt)")
     p.add_argument("--resume", action="store_true", help="continue from FILE's .last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             resume=args.resume,
             progress=not args.quiet,
+            patience=args.patience,
         )
     )
     print(

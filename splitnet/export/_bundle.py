@@ -212,6 +212,7 @@ def export_bundle(
     parity_frames: int = 2,
     overwrite: bool = False,
     progress: bool = False,
+    bottleneck: str | os.PathLike | None = None,
 ) -> ExportResult:
     """Exports the split of ``model`` at ``split`` as a deployable bundle.
 
@@ -237,6 +238,11 @@ def export_bundle(
         parity_frames: random frames compared.
         overwrite: replace the files of an existing bundle folder.
         progress: a progress bar on stderr.
+        bottleneck: a checkpoint from ``splitnet train-bottleneck`` for this
+            model, split and input: the head then ends with its encoder, the
+            codec is its learned entropy model (``"learned"``) and the tail
+            starts with its decoder; the teacher's weights come from the
+            checkpoint (``weights`` must be ``None``, ``codec`` the default).
 
     Raises:
         ExportError: the head has operations the target cannot run (the message
@@ -253,6 +259,11 @@ def export_bundle(
     t0 = time.perf_counter()
     out = Path(out_dir)
     c, h, w = _check_arguments(out, input_shape, calibrate, parity_frames, overwrite)
+    split_section: dict[str, Any] = {}
+    if bottleneck is not None:
+        model, split, codec, codec_options, split_section = _with_bottleneck(
+            bottleneck, model, (c, h, w), split, weights, codec, codec_options
+        )
     tgt = get_target(target)
     _codec_section(codec, codec_options or {}, None)  # an unknown codec or option fails now
 
@@ -289,7 +300,8 @@ def export_bundle(
             bar.set_description("manifest")
             manifest = _build_manifest(
                 s,
-                name=name or f"{s.model_name}.{s.point.name}",
+                split_section,
+                name=name or _default_name(s, split_section),
                 model_args=dict(model_args or {}),
                 codec=codec_info,
                 head=_head_section(ov_model, tgt, staging / HEAD_XML, s.crossing),
@@ -424,20 +436,57 @@ def _calibrated_codec_section(
     return _codec_section(codec, options, calibration)
 
 
-def _build_manifest(s: _Split, **sections: Any) -> Manifest:
-    """The manifest of the split ``s``; ``sections`` are the fields the other steps made."""
+def _build_manifest(s: _Split, split: dict[str, Any], **sections: Any) -> Manifest:
+    """The manifest of the split ``s``; ``split`` amends its split section, ``sections``
+    are the fields the other steps made."""
     return Manifest(
         format_version=FORMAT_VERSION,
         model=s.model_name,
         task=s.info.task,
         num_classes=int(s.info.num_classes),
-        split=_split_section(s),
+        split={**_split_section(s), **split},
         input=s.spec,
         crossing=s.crossing,
         output=_output_spec(s.info),
         versions=_versions(),
         **sections,
     )
+
+
+def _default_name(s: _Split, split_section: dict[str, Any]) -> str:
+    """``<model>.<split point>``, and ``.bottleneck`` after it for a bottleneck's bundle."""
+    if "bottleneck" in split_section:
+        return f"{s.model_name}.{split_section['name']}.bottleneck"
+    return f"{s.model_name}.{s.point.name}"
+
+
+def _with_bottleneck(path, model, shape, split, weights, codec, codec_options):
+    """The model with the checkpoint's bottleneck, split at its latent, with its codec.
+
+    Returns ``(model, split, codec, codec_options, split_section)``; the split
+    section names the teacher's split point and describes the bottleneck.
+    """
+    from splitnet.bottleneck import LATENT_POINT, load_bottleneck
+
+    if weights is not None:
+        raise ExportError("--bottleneck brings the teacher's weights; drop --weights")
+    if codec not in ("f16", "learned") or codec_options:
+        raise ExportError("--bottleneck brings its own codec (learned); drop --codec")
+    name = model if isinstance(model, str) else getattr(model, "splitnet_name", None)
+    split_name = split if isinstance(split, str) else None
+    bn, state = load_bottleneck(path, model=name, split=split_name, input_shape=shape)
+    bn.prior = None  # the device's codec rounds the latent; the tail takes what it decodes
+    section = {
+        "name": state["split"],
+        "bottleneck": {
+            "latent_point": LATENT_POINT,
+            "latent_channels": state["config"]["bottleneck"]["latent_channels"],
+            "latent_stride": state["latent_stride"],
+            "beta": state["beta"],
+            "checkpoint_sha256": file_sha256(path),
+        },
+    }
+    return bn, LATENT_POINT, "learned", {"tables": state["tables"]}, section
 
 
 def _split_section(s: _Split) -> dict[str, Any]:

@@ -20,7 +20,7 @@ MAX_BATCH = 64
 _RESHAPES = ("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default")
 
 
-def _free_batch_in_reshapes(tail: torch.fx.GraphModule) -> torch.fx.GraphModule:
+def free_batch_in_reshapes(tail: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """A copy of ``tail`` whose reshapes say ``-1`` where the traced graph wrote batch 1.
 
     The captured graph has static shapes, so ``x.flatten(1)`` became
@@ -59,7 +59,7 @@ def export_tail(tail: nn.Module, crossing: tuple[TensorSpec, ...], path: Path) -
         warnings.simplefilter("ignore")
         try:
             program = torch.export.export(
-                _free_batch_in_reshapes(tail),
+                free_batch_in_reshapes(tail),
                 example,
                 dynamic_shapes=tuple({0: batch} for _ in crossing),
             )

@@ -10,6 +10,7 @@ the decoded image. The result is a :class:`RateAccuracyReport`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass, field
@@ -60,6 +61,10 @@ class RateAccuracyConfig:
         batch: frames per forward pass.
         threshold: sigmoid threshold of predicted masks.
         progress: tqdm bars on stderr.
+        bottlenecks: checkpoints from ``splitnet train-bottleneck`` of this model;
+            each adds a record ``learned-beta<B>`` at its split point (the frames
+            through its encoder, the learned codec's real bytes, its decoder and
+            its fine-tuned tail), against the same uncompressed reference.
     """
 
     points: tuple[str | int, ...] | None = None
@@ -71,6 +76,7 @@ class RateAccuracyConfig:
     batch: int = 8
     threshold: float = 0.5
     progress: bool = True
+    bottlenecks: tuple[str, ...] = ()
 
 
 def _batches(dataset, batch: int):
@@ -175,8 +181,6 @@ def _calibrated(s: _Sweep, head, codecs: list, calibration_data) -> list:
 
 def _point_records(s: _Sweep, g: SplitGraph, p: SplitPoint, codecs: list, calibration_data):
     """Every codec at point ``p``: frames through encode -> bytes -> decode -> tail."""
-    from splitnet.codec import decode
-
     head, tail = g.split(p)
     if s.config.calibrate > 0:
         codecs = _calibrated(s, head, codecs, calibration_data)
@@ -188,7 +192,7 @@ def _point_records(s: _Sweep, g: SplitGraph, p: SplitPoint, codecs: list, calibr
         for k, codec in enumerate(codecs):
             payloads = [codec.encode(arrays) for arrays in per_frame]
             nbytes[k] += sum(len(b) for b in payloads)
-            decoded = [decode(b) for b in payloads]
+            decoded = [codec.decode(b) for b in payloads]
             tensors = [
                 _pad(torch.from_numpy(np.concatenate([d[j] for d in decoded])), s.batch)
                 for j in range(len(feats))
@@ -199,14 +203,55 @@ def _point_records(s: _Sweep, g: SplitGraph, p: SplitPoint, codecs: list, calibr
         RateAccuracyRecord(codec.name, s.score(m.compute(), b, elements))
         for codec, m, b in zip(codecs, meters, nbytes, strict=True)
     )
+    return _rate_point(s, p, results)
+
+
+def _rate_point(s: _Sweep, p: SplitPoint, results: tuple) -> RatePoint:
     return RatePoint(
         index=p.index,
         name=p.name,
         kind=p.kind,
-        elements=elements,
+        elements=p.elements // s.batch,
         tensors=tuple((t.name, (1, *t.shape[1:])) for t in p.tensors),
         results=results,
     )
+
+
+@torch.no_grad()
+def _bottleneck_record(s: _Sweep, path: str) -> tuple[str, RateAccuracyRecord]:
+    """A trained bottleneck: frames through its encoder, the learned codec's real
+    bytes, its decoder and tail; ``(its split point, its record)``."""
+    from splitnet.bottleneck import load_bottleneck
+    from splitnet.codec import get_codec
+
+    name = getattr(s.model, "splitnet_name", None)
+    bn, state = load_bottleneck(path, model=name, input_shape=s.frame_shape)
+    codec = get_codec("learned", tables=state["tables"])
+    meter, total = s.meter(), 0
+    for x, y, n in s.batches():
+        latent = bn.encoder(*bn.head(s.normalize(x)))
+        payloads = [codec.encode([_to_numpy(latent[i : i + 1])]) for i in range(n)]
+        total += sum(len(b) for b in payloads)
+        decoded = np.concatenate([codec.decode(b)[0] for b in payloads])
+        meter.update(bn.tail(*bn.decoder(_pad(torch.from_numpy(decoded), s.batch)))[:n], y)
+    elements = sum(math.prod(shape[1:]) for shape in state["crossing"])
+    score = s.score(meter.compute(), total, elements)
+    return state["split"], RateAccuracyRecord(f"learned-beta{state['beta']:g}", score)
+
+
+def _with_bottlenecks(s: _Sweep, g: SplitGraph, points: list[RatePoint]) -> list[RatePoint]:
+    """``points`` with each configured bottleneck's record added at its split point."""
+    points = list(points)
+    for path in s.config.bottlenecks:
+        split, record = _bottleneck_record(s, path)
+        at = [i for i, p in enumerate(points) if p.name == split]
+        if at:
+            points[at[0]] = dataclasses.replace(
+                points[at[0]], results=points[at[0]].results + (record,)
+            )
+        else:
+            points.append(_rate_point(s, g.point(split), (record,)))
+    return sorted(points, key=lambda p: p.index)
 
 
 def _image_baselines(s: _Sweep) -> tuple[ImageBaselineRecord, ...]:
@@ -267,6 +312,7 @@ def rate_accuracy(
         rate_points.append(_point_records(s, g, p, codecs, cal))
         bar.update(len(codecs))
     bar.close()
+    rate_points = _with_bottlenecks(s, g, rate_points)
     return RateAccuracyReport(
         model=getattr(model, "splitnet_name", type(model).__name__),
         input=s.frame_shape,

@@ -241,4 +241,4 @@ def _payload(request: pb.ModelInferRequest) -> bytes:
 def _decode_and_check(model: TailModel, payload: bytes) -> list[np.ndarray]:
     # a payload may not declare more elements than the bundle's tensors hold: no hostile
     # header makes the server allocate more than a real frame needs
-    return model.check(codec.decode(payload, max_elements=model.crossing_elements))
+    return model.check(model.codec.decode(payload, max_elements=model.crossing_elements))

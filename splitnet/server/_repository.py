@@ -53,6 +53,8 @@ class TailModel:
         self.max_batch = int(self.manifest.tail.get("max_batch") or 1) if self.batchable else 1
         self.name = self.manifest.name
         self.crossing_elements = sum(int(np.prod(t.shape)) for t in self.manifest.crossing)
+        # the bundle's own codec decodes: a learned codec's tables live in the manifest
+        self.codec = self.manifest.make_codec()
 
     # -- contract -------------------------------------------------------------------------------
 

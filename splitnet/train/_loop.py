@@ -44,6 +44,8 @@ class TrainConfig:
         progress: show tqdm progress bars on stderr.
         max_seconds: a wall-time budget: no epoch starts that, at the pace of
             the epochs so far, would end after it (``None``: no budget).
+        patience: stop when the validation metric has not improved for this
+            many epochs (a plateau; ``None``: run all ``epochs``).
     """
 
     model: str
@@ -59,6 +61,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     max_seconds: float | None = None
+    patience: int | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,8 @@ def train(config: TrainConfig) -> TrainResult:
     t0 = time.perf_counter()
     if config.epochs < 1 or config.batch < 1 or not config.lr > 0:
         raise TrainError("epochs and batch must be >= 1 and lr > 0")
+    if config.patience is not None and config.patience < 1:
+        raise TrainError(f"patience must be >= 1, got {config.patience}")
     run = _start(config)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +171,7 @@ def train(config: TrainConfig) -> TrainResult:
     loss_fn = make_loss(run.task)
     t_loop = time.perf_counter()
     for epoch in range(run.start + 1, config.epochs + 1):
-        if _over_budget(config, epoch, run.start, t0, t_loop):
+        if _over_budget(config, epoch, run.start, t0, t_loop) or _plateau(config, run, epoch):
             break
         loss = _train_epoch(run, config, epoch, normalize, loss_fn)
         run.model.eval()
@@ -249,6 +254,18 @@ def _checkpoint_meta(run: _Run, config: TrainConfig) -> dict:
     }
     meta["config"]["input_shape"] = list(run.input_shape)
     return meta
+
+
+def _plateau(config: TrainConfig, run: _Run, epoch: int) -> bool:
+    """Whether ``config.patience`` epochs have passed since the best one."""
+    if config.patience is None or epoch - 1 - run.best_epoch < config.patience:
+        return False
+    tqdm.write(
+        f"stopping after epoch {epoch - 1}: no better validation score for "
+        f"{config.patience} epochs (best at epoch {run.best_epoch})",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _over_budget(config: TrainConfig, epoch: int, start: int, t0: float, t_loop: float) -> bool:

@@ -1,0 +1,205 @@
+"""The bottleneck at a cut: an encoder on the device, a decoder on the server.
+
+At a cut of a traced model, the crossing tensors (for a U-Net: the pool output
+and every skip still waiting for the decoder) are mapped by :class:`Encoder`
+to one low-channel latent at a coarse resolution, coded with the learned
+entropy model (:class:`~splitnet.bottleneck.FactorizedPrior`), and mapped back
+by :class:`Decoder` to tensors of the crossing shapes, which the tail takes.
+
+The encoder is made of what the Myriad X profile runs (convolutions, ReLU,
+concatenation): each crossing tensor goes through one patchifying convolution
+(kernel = stride = its downsampling factor to the latent), the branches are
+concatenated and fused by a 3x3 and a 1x1 convolution. That keeps its MACs a
+small part of the head's (``splitnet profile`` reports it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from splitnet.bottleneck._errors import BottleneckError
+
+__all__ = ["BottleneckConfig", "BottleneckedModel", "Decoder", "Encoder", "LATENT_POINT"]
+
+# the split point of a BottleneckedModel where the latent crosses: the encoder's last op
+LATENT_POINT = "encoder.out"
+
+
+@dataclass(frozen=True)
+class BottleneckConfig:
+    """The shape of a bottleneck.
+
+    Attributes:
+        latent_channels: channels of the latent that crosses.
+        latent_stride: the latent's downsampling relative to the model input
+            (8: a 3x64x384 frame gives an 8x48 latent); ``None`` picks the
+            coarsest crossing tensor's stride, at least 8.
+        hidden: channels of the encoder's and decoder's inner layers.
+    """
+
+    latent_channels: int = 8
+    latent_stride: int | None = None
+    hidden: int = 32
+
+    def __post_init__(self) -> None:
+        if self.latent_channels < 1 or self.hidden < 1:
+            raise BottleneckError("latent_channels and hidden must be >= 1")
+        if self.latent_stride is not None and not _is_power_of_two(self.latent_stride):
+            raise BottleneckError(f"latent_stride must be a power of 2, got {self.latent_stride}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _is_power_of_two(n: int) -> bool:
+    return isinstance(n, int) and n >= 1 and n & (n - 1) == 0
+
+
+def plan_strides(
+    shapes: Sequence[tuple[int, ...]], input_hw: tuple[int, int], latent_stride: int | None
+) -> tuple[int, list[int]]:
+    """The latent stride and, per crossing tensor, its downsampling factor to the latent.
+
+    Raises:
+        BottleneckError: a tensor that is not N x C x H x W, or whose resolution
+            is not the input's divided by a power of 2 no coarser than the latent.
+    """
+    strides = []
+    for shape in shapes:
+        if len(shape) != 4:
+            raise BottleneckError(
+                f"a bottleneck takes N x C x H x W crossing tensors, got shape {list(shape)}; "
+                "cut at a convolutional layer"
+            )
+        sh, sw = input_hw[0] / shape[2], input_hw[1] / shape[3]
+        if sh != sw or not float(sh).is_integer() or not _is_power_of_two(int(sh)):
+            raise BottleneckError(
+                f"crossing tensor of shape {list(shape)} is not the {input_hw[0]}x{input_hw[1]} "
+                "input downsampled by a power of 2"
+            )
+        strides.append(int(sh))
+    stride = latent_stride or max(8, *strides)
+    if stride < max(strides):
+        raise BottleneckError(
+            f"latent_stride {stride} is finer than a crossing tensor (stride {max(strides)})"
+        )
+    if input_hw[0] % stride or input_hw[1] % stride:
+        raise BottleneckError(f"the {input_hw[0]}x{input_hw[1]} input is not divisible by {stride}")
+    return stride, [stride // s for s in strides]
+
+
+class Encoder(nn.Module):
+    """Crossing tensors -> one latent (device side).
+
+    Args:
+        channels: channels of each crossing tensor.
+        factors: each tensor's downsampling factor to the latent (1 = same size).
+        config: the bottleneck's shape.
+    """
+
+    def __init__(
+        self, channels: Sequence[int], factors: Sequence[int], config: BottleneckConfig
+    ) -> None:
+        super().__init__()
+        width = max(4, config.hidden // len(channels))
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, width, kernel_size=f, stride=f), nn.ReLU())
+            for c, f in zip(channels, factors, strict=True)
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(width * len(channels), config.hidden, 3, padding=1), nn.ReLU()
+        )
+        self.out = nn.Conv2d(config.hidden, config.latent_channels, 1)
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        parts = [branch(t) for branch, t in zip(self.branches, tensors, strict=True)]
+        return self.out(self.fuse(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]))
+
+
+class Decoder(nn.Module):
+    """Latent -> tensors of the crossing shapes (server side).
+
+    Args:
+        channels: channels of each crossing tensor.
+        factors: each tensor's upsampling factor from the latent.
+        nonnegative: per tensor, whether the teacher's values are never negative
+            (then a ReLU ends its branch, as the ReLU that made them did).
+        config: the bottleneck's shape.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        factors: Sequence[int],
+        nonnegative: Sequence[bool],
+        config: BottleneckConfig,
+    ) -> None:
+        super().__init__()
+        h = config.hidden
+        self.stem = nn.Sequential(nn.Conv2d(config.latent_channels, h, 3, padding=1), nn.ReLU())
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                *(_upsample(h, f) if f > 1 else ()),
+                nn.Conv2d(h, h, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(h, c, 3, padding=1),
+                *((nn.ReLU(),) if pos else ()),
+            )
+            for c, f, pos in zip(channels, factors, nonnegative, strict=True)
+        )
+
+    def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z = self.stem(latent)
+        return tuple(branch(z) for branch in self.branches)
+
+
+def _upsample(channels: int, factor: int) -> tuple[nn.Module, ...]:
+    """Transposed 2x convolutions with ReLU, ``log2(factor)`` of them."""
+    layers: list[nn.Module] = []
+    for _ in range(int(math.log2(factor))):
+        layers += [nn.ConvTranspose2d(channels, channels, 2, stride=2), nn.ReLU()]
+    return tuple(layers)
+
+
+class BottleneckedModel(nn.Module):
+    """``tail(*decoder(encoder(*head(x))))``: the model with a bottleneck at its cut.
+
+    Traced and split at :data:`LATENT_POINT`, exactly one tensor crosses: the
+    latent. The rounding the entropy model assumes happens in the device's
+    codec; in eval mode :meth:`forward` runs the latent unrounded unless
+    ``prior`` is given, then it rounds as the codec does.
+
+    Attributes:
+        head, tail: the teacher's split (fx graph modules).
+        encoder, decoder: the bottleneck.
+        prior: the entropy model of the latent (a ``FactorizedPrior``), or ``None``.
+        splitnet_info, splitnet_name: the teacher's.
+    """
+
+    def __init__(
+        self,
+        head: nn.Module,
+        encoder: Encoder,
+        decoder: Decoder,
+        tail: nn.Module,
+        *,
+        prior: nn.Module | None = None,
+        info=None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.head, self.encoder, self.decoder, self.tail = head, encoder, decoder, tail
+        self.prior = prior
+        self.splitnet_info = info
+        self.splitnet_name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.encoder(*self.head(x))
+        if self.prior is not None:
+            y, _ = self.prior(y)
+        return self.tail(*self.decoder(y))
