@@ -46,6 +46,8 @@ QUANT = [f"q{b}" for b in range(1, 17)]
 
 
 def stages(name: str) -> list[str]:
+    if name == "learned":  # needs tables; tested in test_learned_codec.py
+        return []
     return ["none", "zstd", "ans"] if name.startswith("q") else ["none", "zstd"]
 
 
@@ -566,7 +568,13 @@ def scratch_registries(monkeypatch):
 
 def test_builtin_kinds():
     kinds = list_kinds()
-    assert {k: c.label for k, c in kinds.items()} == {0: "f32", 1: "f16", 2: "bf16", 3: "q1..q16"}
+    assert {k: c.label for k, c in kinds.items()} == {
+        0: "f32",
+        1: "f16",
+        2: "bf16",
+        3: "q1..q16",
+        4: "learned",
+    }
     assert issubclass(kinds[fmt.KIND_QUANT], QuantCodec)
     assert all(issubclass(kinds[k], FloatCodec) for k in (0, 1, 2))
     assert get_codec("q4").quantizes and not get_codec("bf16").quantizes

@@ -7,8 +7,9 @@ A codec turns a list of arrays into one self-describing payload and back::
     skip1_hat, pool2_hat = decode(payload)      # needs nothing but the bytes
 
 Codecs: ``f32`` (lossless), ``f16``, ``bf16`` (round to nearest even, as
-``torch.Tensor.bfloat16``) and ``q1`` ... ``q16`` (uniform affine quantization
-to n bits). Entropy stages: ``none`` (bit-packing), ``zstd`` (default) and
+``torch.Tensor.bfloat16``), ``q1`` ... ``q16`` (uniform affine quantization
+to n bits) and ``learned`` (a learned bottleneck's latent, coded with its
+prior's tables; it decodes with its codec instance, see :mod:`splitnet.codec._learned`). Entropy stages: ``none`` (bit-packing), ``zstd`` (default) and
 ``ans`` (rANS via ``constriction``, quantizing codecs only). Lossy codecs
 decode to float32; ``f32`` decodes to the dtype it was given.
 
@@ -25,7 +26,11 @@ never torch: it runs on the device host. The byte layout is documented in
 
 from __future__ import annotations
 
-from splitnet.codec import _float, _quant_codec  # noqa: F401  (register the built-in codecs)
+from splitnet.codec import (  # noqa: F401  (register the built-in codecs)
+    _float,
+    _learned,
+    _quant_codec,
+)
 from splitnet.codec._base import (
     Codec,
     CodecOptions,
@@ -45,6 +50,7 @@ from splitnet.codec._format import (
     MAX_TENSORS,
     CodecError,
 )
+from splitnet.codec._learned import LearnedCodec
 from splitnet.codec._quant_codec import QuantCodec
 from splitnet.codec._stats import CodecStats
 
@@ -58,6 +64,7 @@ __all__ = [
     "CodecOptions",
     "CodecStats",
     "FloatCodec",
+    "LearnedCodec",
     "QuantCodec",
     "TensorCode",
     "decode",

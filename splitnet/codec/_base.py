@@ -12,7 +12,9 @@ the ``none`` and ``zstd`` stages, and the CRC. A subclass only codes tensors:
 * decoding (class methods, as a payload names only its kind):
   :meth:`Codec.read_header` reads a record, :meth:`Codec.chunk_size` and
   :meth:`Codec.decode_chunk` decode a chunk of the symbol stream, and
-  :meth:`Codec.read_section` a section.
+  :meth:`Codec.read_section` a section. A kind whose decoding needs the
+  codec's state (the ``learned`` codec's tables) overrides
+  :meth:`Codec.decoder` to decode with the instance instead.
 
 A new codec is one module that subclasses :class:`Codec` and registers itself
 (see ``_float.py``); :func:`decode` finds it by the kind byte.
@@ -218,14 +220,19 @@ class Codec(ABC):
         return self._encode(arrays, keep_symbols=False).payload
 
     def decode(self, payload: bytes, *, max_elements: int | None = None) -> list[np.ndarray]:
-        """Same as :func:`splitnet.codec.decode` (any codec's payload decodes)."""
-        return decode(payload, max_elements=max_elements)
+        """Same as :func:`splitnet.codec.decode` (any stateless codec's payload decodes).
+
+        A payload of this codec's own kind decodes with this instance, so that a
+        stateful kind (see :meth:`decoder`) can use its state.
+        """
+        return _decode(payload, max_elements, self)
 
     def stats(self, arrays: Sequence[np.ndarray]) -> CodecStats:
         """Encodes and decodes ``arrays`` and measures size, entropy and error."""
         arrays = check_arrays(arrays)
         enc = self._encode(arrays, keep_symbols=True)
-        return measure(arrays, enc.payload, enc.stream_bytes, enc.symbols, decode(enc.payload))
+        decoded = self.decode(enc.payload)
+        return measure(arrays, enc.payload, enc.stream_bytes, enc.symbols, decoded)
 
     def _encode(self, arrays: Sequence[np.ndarray], keep_symbols: bool) -> _Encoded:
         arrays = check_arrays(arrays)
@@ -278,6 +285,17 @@ class Codec(ABC):
             raise CodecError(
                 f"invalid entropy stage code {fmt.ENTROPY_CODES[p.entropy]} for codec kind {p.kind}"
             )
+
+    @classmethod
+    def decoder(cls, codec: Codec | None) -> type[Codec] | Codec:
+        """What decodes this kind's tensors: the class itself, for stateless kinds.
+
+        ``codec`` is the instance whose :meth:`decode` was called (``None`` from
+        :func:`decode`). A kind whose decoding needs state returns ``codec`` (or
+        raises CodecError saying which codec decodes it); its decoding hooks are
+        then called on the instance.
+        """
+        return cls
 
     @classmethod
     def read_header(cls, r: Reader, p: Preamble, used: int, limit: int) -> TensorHeader:
@@ -388,8 +406,14 @@ def decode(payload: bytes, *, max_elements: int | None = None) -> list[np.ndarra
 
     Raises:
         CodecError: the payload is truncated, corrupted, of an unknown kind, or
-            exceeds the limits.
+            exceeds the limits; or it is of a kind that decodes only with its codec
+            instance (``learned``: ``codec.decode(payload)``).
     """
+    return _decode(payload, max_elements, None)
+
+
+def _decode(payload: bytes, max_elements: int | None, codec: Codec | None) -> list[np.ndarray]:
+    """:func:`decode`, by ``codec`` where the payload's kind needs its state."""
     limit = fmt.MAX_ELEMENTS if max_elements is None else max_elements
     try:
         data = memoryview(payload).cast("B")
@@ -399,25 +423,26 @@ def decode(payload: bytes, *, max_elements: int | None = None) -> list[np.ndarra
     p = fmt.read_preamble(r)
     cls = codec_class(p.kind)
     cls.check_preamble(p)
+    dec = cls.decoder(codec)
     (crc,) = fmt.CRC.unpack(data[-fmt.CRC.size :])
     if zlib.crc32(r.data) != crc:
         raise CodecError("payload checksum mismatch: the payload is corrupted")
     headers: list[TensorHeader] = []
     used = 0
     for _ in range(p.n_tensors):
-        th = cls.read_header(r, p, used, limit)
+        th = dec.read_header(r, p, used, limit)
         used += th.size
         headers.append(th)
     if p.entropy in FRAMED_STAGES:
-        return _decode_stream(cls, r, p, headers)
-    out = [cls.read_section(r, th, p) for th in headers]
+        return _decode_stream(dec, r, p, headers)
+    out = [dec.read_section(r, th, p) for th in headers]
     if r.remaining:
         raise CodecError(f"{r.remaining} unexpected bytes after the last tensor")
     return out
 
 
 def _decode_stream(
-    cls: type[Codec], r: Reader, p: Preamble, headers: list[TensorHeader]
+    cls: type[Codec] | Codec, r: Reader, p: Preamble, headers: list[TensorHeader]
 ) -> list[np.ndarray]:
     """The tensors of a ``none`` or ``zstd`` body: the symbol stream, chunk by chunk."""
     sizes = [cls.chunk_size(th, p) for th in headers]

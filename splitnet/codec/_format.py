@@ -5,7 +5,8 @@ Every integer is little-endian. A payload is::
     preamble      12 bytes  struct "<4sBBBBHH"
                   magic      b"SNTC"
                   version    u8   FORMAT_VERSION (1)
-                  kind       u8   0 f32, 1 f16, 2 bf16, 3 quantized (q1..q16): the
+                  kind       u8   0 f32, 1 f16, 2 bf16, 3 quantized (q1..q16), 4 learned
+                                  (its section: splitnet.codec._learned): the
                                   codec class registered for it decodes the rest
                   bits       u8   1..16 for kind 3, else 0
                   entropy    u8   0 none, 1 zstd, 2 ans
@@ -73,7 +74,7 @@ MAX_TENSORS = 1024
 MAX_RANK = 8
 MAX_ELEMENTS = 1 << 28  # per payload; 1 GiB of float32
 
-KIND_F32, KIND_F16, KIND_BF16, KIND_QUANT = 0, 1, 2, 3
+KIND_F32, KIND_F16, KIND_BF16, KIND_QUANT, KIND_LEARNED = 0, 1, 2, 3, 4
 ENTROPY_CODES = {"none": 0, "zstd": 1, "ans": 2}
 ENTROPY_NAMES = {v: k for k, v in ENTROPY_CODES.items()}
 DTYPE_CODES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}
