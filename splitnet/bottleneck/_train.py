@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from splitnet.bottleneck._entropy import FactorizedPrior
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from splitnet.bottleneck._entropy import FactorizedPrior
 from splitnet.bottleneck._errors import BottleneckError
 from splitnet.bottleneck._module import (
     BottleneckConfig,
@@ -238,6 +238,7 @@ def build_bottleneck(
     if layout is None:
         layout = {
             "split": point.name,
+            "split_index": point.index,
             "latent_stride": stride,
             "factors": factors,
             "nonnegative": _nonnegative(head, calibration, normalize, len(shapes)),
@@ -332,7 +333,7 @@ def _epoch(run: _Run, config, stage: int, epoch: int, opt, aux_opt) -> float:
             aux_opt.zero_grad(set_to_none=True)
             m.prior.aux_loss().backward()
             aux_opt.step()
-        total += float(loss) * x.shape[0]
+        total += loss.item() * x.shape[0]
         count += x.shape[0]
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / count

@@ -478,6 +478,7 @@ def _with_bottleneck(path, model, shape, split, weights, codec, codec_options):
     bn.prior = None  # the device's codec rounds the latent; the tail takes what it decodes
     section = {
         "name": state["split"],
+        "index": state["split_index"],
         "bottleneck": {
             "latent_point": LATENT_POINT,
             "latent_channels": state["config"]["bottleneck"]["latent_channels"],

@@ -1,0 +1,191 @@
+"""The learned bottleneck: layout, two-stage training, resume, export, serving, rate-accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from splitnet.bottleneck import (
+    LATENT_POINT,
+    BottleneckConfig,
+    BottleneckError,
+    BottleneckTrainConfig,
+    load_bottleneck,
+    plan_strides,
+    train_bottleneck,
+)
+from splitnet.cli import main
+from splitnet.codec import CodecError, get_codec
+from splitnet.data import open_dataset
+from splitnet.train import TrainConfig, model_from_checkpoint, train
+
+TINY = "synthetic:n=8,seed=1"
+INPUT = (3, 64, 64)
+POINT = "encoder.block2.pool"
+SHAPE = BottleneckConfig(latent_channels=4, hidden=16)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    path = tmp_path_factory.mktemp("teacher") / "t.pt"
+    torch.manual_seed(0)
+    kw = {"epochs": 1, "batch": 4, "input_shape": INPUT, "model_kwargs": {"width": 0.125}}
+    train(TrainConfig("unet-vgg16", TINY, str(path), progress=False, **kw))
+    return path
+
+
+def _config(teacher, out, **kw) -> BottleneckTrainConfig:
+    base = dict(beta=0.01, bottleneck=SHAPE, epochs=1, finetune_epochs=1, batch=4, progress=False)
+    return BottleneckTrainConfig(str(teacher), POINT, str(out), **{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(teacher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bn") / "bn.pt"
+    return train_bottleneck(_config(teacher, out))
+
+
+def test_every_waiting_skip_goes_into_the_latent():
+    # unet-vgg16 at pool 2 of a 64x64 frame: block1's skip (64x64), block2's (32x32), the pool
+    shapes = [(1, 8, 64, 64), (1, 16, 32, 32), (1, 16, 16, 16)]
+    assert plan_strides(shapes, (64, 64), None) == (8, [8, 4, 2])
+    assert plan_strides(shapes, (64, 64), 16) == (16, [16, 8, 4])
+    with pytest.raises(BottleneckError, match="finer than a crossing tensor"):
+        plan_strides(shapes, (64, 64), 2)
+    with pytest.raises(BottleneckError, match="N x C x H x W"):
+        plan_strides([(1, 10)], (64, 64), None)
+
+
+def test_two_stages_and_a_checkpoint_that_rebuilds(trained, teacher):
+    assert [(h["stage"], h["epoch"]) for h in trained.history] == [(1, 1), (2, 1)]
+    bn, state = load_bottleneck(trained.path, model="unet-vgg16", split=POINT, input_shape=INPUT)
+    assert state["split"] == POINT and state["crossing"] == [
+        [1, 8, 64, 64],
+        [1, 16, 32, 32],
+        [1, 16, 16, 16],
+    ]
+    # the head is the teacher's, unchanged; the rebuilt model scores what training reported
+    from splitnet.split import trace
+
+    t, _ = model_from_checkpoint(None, teacher)
+    x = torch.rand(1, *INPUT)
+    head, _ = trace(t, x).split(POINT)
+    assert all(torch.equal(a, b) for a, b in zip(head(x), bn.head(x), strict=True))
+    val = open_dataset(TINY, subset="val", size=INPUT[1:])
+    from splitnet.train import evaluate
+
+    assert evaluate(bn, val)["mean_dice"] == pytest.approx(trained.scores["mean_dice"])
+
+
+def test_real_bytes_through_the_learned_codec(trained):
+    bn, state = load_bottleneck(trained.path)
+    codec = get_codec("learned", tables=state["tables"])
+    x = torch.rand(1, *INPUT)
+    with torch.no_grad():
+        latent = bn.encoder(*bn.head(x))
+        rounded = bn.prior(latent)[0]
+        payload = codec.encode([latent.numpy()])
+        (decoded,) = codec.decode(payload)
+    assert decoded.shape == (1, 4, 8, 8)
+    clamped = codec.count_clamped(latent.numpy())
+    assert clamped <= 2 and np.count_nonzero(decoded != rounded.numpy()) <= clamped
+    estimate = float(bn.prior.bits(latent)) / 8
+    assert len(payload) <= estimate * 1.02 + 64  # the header: preamble, shape, fingerprint, CRC
+
+
+def test_resume_continues_where_it_stopped(teacher, tmp_path):
+    torch.manual_seed(0)
+    full = train_bottleneck(_config(teacher, tmp_path / "a.pt", finetune_epochs=2))
+    torch.manual_seed(0)
+    train_bottleneck(_config(teacher, tmp_path / "b.pt", finetune_epochs=1))
+    resumed = train_bottleneck(_config(teacher, tmp_path / "b.pt", finetune_epochs=2, resume=True))
+    assert [(h["stage"], h["epoch"]) for h in resumed.history] == [(1, 1), (2, 1), (2, 2)]
+    assert resumed.history[-1]["loss"] == pytest.approx(full.history[-1]["loss"], rel=1e-4)
+
+
+def test_a_checkpoint_for_something_else_names_the_mismatch(trained):
+    with pytest.raises(BottleneckError, match="for model 'unet-vgg16', not 'fcn8s-vgg16'"):
+        load_bottleneck(trained.path, model="fcn8s-vgg16")
+    with pytest.raises(BottleneckError, match="for split 'encoder.block2.pool'"):
+        load_bottleneck(trained.path, split="encoder.block3.pool")
+    with pytest.raises(BottleneckError, match=r"for input_shape \(3, 64, 64\)"):
+        load_bottleneck(trained.path, input_shape=(3, 64, 128))
+
+
+@pytest.mark.parametrize("beta", ["0", "-1", "0.01,0"])
+def test_cli_beta_must_be_positive(teacher, tmp_path, capsys, beta):
+    argv = ["train-bottleneck", str(teacher), "--split", POINT, "--beta", beta]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--beta must be" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(BottleneckError, match="beta must be > 0"):
+        BottleneckTrainConfig("t.pt", POINT, "o.pt", beta=0.0)
+
+
+def test_cli_trains_a_beta_sweep(teacher, tmp_path, capsys):
+    argv = ["train-bottleneck", str(teacher), "--split", POINT, "--beta", "0.01,0.1"]
+    argv += ["--epochs", "1", "--finetune-epochs", "0", "--latent-channels", "2", "--quiet"]
+    assert main([*argv, "--hidden", "8", "--batch", "4", "--out", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["beta"] for r in rows] == [0.01, 0.1]
+    assert all((tmp_path / f"beta-{b:g}.pt").is_file() for b in (0.01, 0.1))
+
+
+@pytest.mark.export
+def test_export_serve_and_rate_accuracy(trained, teacher, tmp_path):
+    from splitnet.device import HeadRunner
+    from splitnet.export import export_bundle
+    from splitnet.profile import RateAccuracyConfig, rate_accuracy
+    from splitnet.server import FrameInput, TailModel
+
+    result = export_bundle(
+        "unet-vgg16",
+        input_shape=INPUT,
+        split=POINT,
+        out_dir=tmp_path / "bundle",
+        target="myriad",
+        bottleneck=trained.path,
+    )
+    m = result.manifest
+    assert result.parity.ok and m.codec["name"] == "learned"
+    assert [t.name for t in m.crossing] == [LATENT_POINT] and m.crossing[0].shape == (1, 4, 8, 8)
+    assert m.split["name"] == POINT and m.split["bottleneck"]["latent_channels"] == 4
+    # the device side: head IR -> learned codec; the server: the bundle's codec -> tail
+    frame = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    payload = m.make_codec().encode(HeadRunner(tmp_path / "bundle")(frame))
+    tail = TailModel(tmp_path / "bundle")
+    (out,) = tail.run_batch([FrameInput(tail.check(tail.codec.decode(payload)))])
+    assert out["mask"].shape == (64, 64)
+    with pytest.raises(CodecError, match="bundle's codec"):
+        from splitnet.codec import decode
+
+        decode(payload)
+    with pytest.raises(BottleneckError, match="for split"):
+        export_bundle(
+            "unet-vgg16",
+            input_shape=INPUT,
+            split="encoder.block3.pool",
+            out_dir=tmp_path / "other",
+            bottleneck=trained.path,
+        )
+
+    model, _ = model_from_checkpoint(None, teacher)
+    val = open_dataset(TINY, subset="val", size=INPUT[1:])
+    cfg = RateAccuracyConfig(
+        points=(POINT,),
+        codecs=("q4",),
+        png=False,
+        jpeg_qualities=(),
+        progress=False,
+        bottlenecks=(trained.path,),
+    )
+    report = rate_accuracy(model, val, cfg)
+    (point,) = report.points
+    assert [r.codec for r in point.results] == ["q4", "learned-beta0.01"]
+    learned = point.results[1].score
+    assert learned.value == pytest.approx(trained.scores["mean_dice"])
+    assert learned.kb_per_frame < point.results[0].score.kb_per_frame
+    assert "learned-beta0.01" in report.format_table()
