@@ -263,7 +263,8 @@ def _parse_tables(tables: Mapping[str, Any]) -> _Model:
             f"tables: medians, offset and pmf need one entry per channel (1..{MAX_CHANNELS}), got "
             f"{c}, {len(offsets)} and {len(pmf) if _is_list(pmf) else type(pmf).__name__}"
         )
-    med32 = np.asarray(medians, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        med32 = np.asarray(medians, dtype=np.float32)
     if not np.isfinite(med32).all():
         raise CodecError("tables: medians must be finite float32 values")
     freqs = [_number_list(f, f"pmf[{i}]", int) for i, f in enumerate(pmf)]
