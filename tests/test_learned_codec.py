@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -275,3 +277,15 @@ print("ok")
     res = run_without_torch(code, args=(str(tmp_path),))
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
+
+
+def test_hostile_shape_and_stream(codec, y):
+    payload = codec.encode([y[:, :, :2, :2]])
+    # the tensor record's shape (after the 12-byte preamble and 4-byte record head)
+    huge = payload[:16] + struct.pack("<4I", 1, C, 1 << 20, 1 << 20) + payload[32:-4]
+    with pytest.raises(CodecError, match="limit"):
+        codec.decode(huge + struct.pack("<I", zlib.crc32(huge)))
+    words = bytearray(payload[:-4])
+    words[HEADER_BYTES - 4 :] = bytes(len(words) - HEADER_BYTES + 4)  # zero the rANS words
+    with pytest.raises(CodecError, match="corrupt learned ans stream"):
+        codec.decode(bytes(words) + struct.pack("<I", zlib.crc32(words)))
