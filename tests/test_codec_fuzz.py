@@ -1,7 +1,9 @@
 """Fuzzing decode: random and mutated payloads raise CodecError or decode, nothing else.
 
 Mutated payloads are tried twice: as they are (the checksum catches them) and
-resealed with a valid checksum, so that the parser behind it is exercised.
+resealed with a valid checksum, so that the parser behind it is exercised. The
+``learned`` codec's payloads decode only with its instance (which holds the
+tables), so theirs are fuzzed through ``LEARNED.decode`` as well.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import struct
 import time
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -42,6 +45,28 @@ def seeds() -> list[bytes]:
 
 SEEDS = seeds()
 
+LEARNED = get_codec(
+    "learned",
+    tables={
+        "precision": 12,
+        "medians": [0.25, -1.0, 3.5],
+        "offset": [-2, 0, -1],
+        "pmf": [[96, 1000, 2000, 900, 100], [4096], [1024, 2048, 1024]],
+    },
+)
+
+
+def learned_seeds() -> list[bytes]:
+    rng = np.random.default_rng(8)
+    out = []
+    for shape in [(1, 3, 6, 5), (2, 3, 4), (1, 3, 0, 2)]:
+        y = rng.laplace(size=shape).astype(np.float32) * 2
+        out.append(LEARNED.encode([y]))
+    return out
+
+
+LEARNED_SEEDS = learned_seeds()
+
 
 def reseal(payload: bytes) -> bytes:
     body = payload[:-4]
@@ -73,10 +98,10 @@ def mutate(rng: np.random.Generator, payload: bytes) -> bytes:
     return bytes(b)
 
 
-def check(payload: bytes) -> None:
+def check(payload: bytes, decoder: Callable[..., list[np.ndarray]] = decode) -> None:
     t0 = time.perf_counter()
     try:
-        out = decode(payload, max_elements=LIMIT)
+        out = decoder(payload, max_elements=LIMIT)
     except CodecError as e:
         assert str(e)
     else:
@@ -84,21 +109,27 @@ def check(payload: bytes) -> None:
     assert time.perf_counter() - t0 < 5.0
 
 
-def run_fuzz(cases: int, seed: int) -> None:
+def run_fuzz(
+    cases: int,
+    seed: int,
+    seeds: list[bytes] = SEEDS,
+    decoder: Callable[..., list[np.ndarray]] = decode,
+) -> None:
     rng = np.random.default_rng(seed)
     for i in range(cases):
         if i % 10 == 0:
-            check(rng.integers(0, 256, rng.integers(0, 200), dtype=np.uint8).tobytes())
+            check(rng.integers(0, 256, rng.integers(0, 200), dtype=np.uint8).tobytes(), decoder)
             check(
-                b"SNTC\x01" + rng.integers(0, 256, rng.integers(0, 100), dtype=np.uint8).tobytes()
+                b"SNTC\x01" + rng.integers(0, 256, rng.integers(0, 100), dtype=np.uint8).tobytes(),
+                decoder,
             )
             continue
-        payload = SEEDS[rng.integers(len(SEEDS))]
+        payload = seeds[rng.integers(len(seeds))]
         for _ in range(rng.integers(1, 4)):
             payload = mutate(rng, payload)
-        check(payload)
+        check(payload, decoder)
         if len(payload) >= 4:
-            check(reseal(payload))
+            check(reseal(payload), decoder)
 
 
 def test_seeds_decode():
@@ -110,9 +141,22 @@ def test_fuzz_decode():
     run_fuzz(400, seed=0)
 
 
+def test_learned_seeds_decode_with_their_codec_only():
+    for payload in LEARNED_SEEDS:
+        assert len(LEARNED.decode(payload)) == 1
+        with pytest.raises(CodecError, match="bundle's codec"):
+            decode(payload)
+
+
+def test_fuzz_decode_learned():
+    run_fuzz(400, seed=2, seeds=LEARNED_SEEDS, decoder=LEARNED.decode)
+    run_fuzz(100, seed=3, seeds=LEARNED_SEEDS)
+
+
 @pytest.mark.slow
 def test_fuzz_decode_long():
     run_fuzz(10_000, seed=1)
+    run_fuzz(5_000, seed=4, seeds=LEARNED_SEEDS, decoder=LEARNED.decode)
 
 
 @settings(max_examples=200, deadline=None)
@@ -122,3 +166,4 @@ def test_fuzz_decode_hypothesis(data):
     check(b"SNTC\x01" + data)
     if len(data) >= 4:
         check(reseal(b"SNTC\x01" + data))
+        check(reseal(b"SNTC\x01\x04\x00\x02" + data), LEARNED.decode)

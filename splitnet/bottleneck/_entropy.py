@@ -145,8 +145,9 @@ class FactorizedPrior(nn.Module):
         lik, _, _ = self._likelihood(v.reshape(self.channels, 1, -1))
         return lik.reshape(shape).permute(perm).clamp_min(LIKELIHOOD_BOUND)
 
+    @torch.no_grad()
     def bits(self, y: Tensor) -> Tensor:
-        """The model's estimate (a scalar) of the bits that coding eval-mode quantized ``y`` takes."""
+        """The model's estimate (a scalar, no gradient) of the bits of eval-mode quantized ``y``."""
         self._check_input(y)
         return -torch.log2(self.likelihoods(self.quantize(y))).sum()
 

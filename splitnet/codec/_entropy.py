@@ -14,7 +14,14 @@ import zstandard
 
 from splitnet.codec._format import CodecError, Reader
 
-__all__ = ["ans_decode", "ans_encode", "zstd_compress", "zstd_decompress"]
+__all__ = [
+    "ans_decode",
+    "ans_decode_rows",
+    "ans_encode",
+    "ans_encode_rows",
+    "zstd_compress",
+    "zstd_decompress",
+]
 
 _local = threading.local()  # zstd contexts are reused, but not shared between threads
 
@@ -85,7 +92,6 @@ def ans_encode(sym3: np.ndarray, bits: int, mode: str) -> tuple[bytes, int]:
         counts = _counts(rows, levels)
     per_channel = rows.shape[0] > 1
 
-    Categorical, AnsCoder = _constriction()
     records, coded = [], []
     for row, row_counts in zip(rows, _scale(counts), strict=True):
         alphabet = np.flatnonzero(row_counts)
@@ -104,12 +110,8 @@ def ans_encode(sym3: np.ndarray, bits: int, mode: str) -> tuple[bytes, int]:
             lut = np.zeros(levels, dtype=np.int32)
             lut[alphabet] = np.arange(alphabet.size, dtype=np.int32)
             idx = lut[row]
-        if table.size > 1:  # a one-symbol model costs nothing: its symbols are not coded
-            coded.append((idx, Categorical(table.astype(np.float64), perfect=False)))
-    coder = AnsCoder()
-    for idx, model in reversed(coded):
-        coder.encode_reverse(idx, model)
-    words = coder.get_compressed().astype("<u4")
+        coded.append((idx, table))
+    words = ans_encode_rows(coded)
     section = b"".join([bytes([int(per_channel)]), *records, struct.pack("<I", words.size)])
     return section + words.tobytes(), 4 * words.size
 
@@ -145,17 +147,44 @@ def ans_decode(r: Reader, shape: tuple[int, ...], bits: int) -> np.ndarray:
             raise CodecError("ans words present for an empty tensor")
         return np.zeros(0, dtype=dtype)
 
-    Categorical, AnsCoder = _constriction()
     per_model = size // n_models
+    rows = ans_decode_rows(words, [table for _, _, table in tables], per_model)
     out = np.empty((n_models, per_model), dtype=dtype)
+    for i, ((first, alphabet, _), idx) in enumerate(zip(tables, rows, strict=True)):
+        out[i] = idx + first if alphabet is None else alphabet[idx]
+    if n_models > 1:
+        out = np.moveaxis(out.reshape(n_models, shape[0], -1), 0, 1)
+    return out.reshape(-1)
+
+
+def ans_encode_rows(rows: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """One ``AnsCoder`` stream (``<u4`` words) of each ``(indices, table)`` in turn.
+
+    ``table`` holds the categorical model's counts (its probabilities, unnormalised);
+    a one-symbol table costs nothing, so its indices are not coded.
+    """
+    Categorical, AnsCoder = _constriction()
+    coder = AnsCoder()
+    for idx, table in reversed(rows):
+        if table.size > 1 and idx.size:
+            coder.encode_reverse(idx, Categorical(table.astype(np.float64), perfect=False))
+    return coder.get_compressed().astype("<u4")
+
+
+def ans_decode_rows(words: np.ndarray, tables: list[np.ndarray], count: int) -> np.ndarray:
+    """``(len(tables), count)`` int32 indices decoded from :func:`ans_encode_rows` words.
+
+    Raises:
+        CodecError: the words do not decode, or words are left over.
+    """
+    Categorical, AnsCoder = _constriction()
+    out = np.zeros((len(tables), count), dtype=np.int32)
     try:
         coder = AnsCoder(words)
-        for i, (first, alphabet, table) in enumerate(tables):
-            if table.size == 1:
-                out[i] = first
-                continue
-            idx = coder.decode(Categorical(table.astype(np.float64), perfect=False), per_model)
-            out[i] = idx + first if alphabet is None else alphabet[idx]
+        for i, table in enumerate(tables):
+            if table.size > 1 and count:
+                model = Categorical(table.astype(np.float64), perfect=False)
+                out[i] = coder.decode(model, count)
         empty = coder.is_empty()
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -163,9 +192,7 @@ def ans_decode(r: Reader, shape: tuple[int, ...], bits: int) -> np.ndarray:
         raise CodecError(f"corrupt ans stream: {e}") from None
     if not empty:
         raise CodecError("corrupt ans stream: data left over after the declared symbols")
-    if n_models > 1:
-        out = np.moveaxis(out.reshape(n_models, shape[0], -1), 0, 1)
-    return out.reshape(-1)
+    return out
 
 
 def _constriction() -> tuple[type, type]:

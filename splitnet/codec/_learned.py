@@ -41,7 +41,7 @@ import numpy as np
 
 from splitnet.codec import _format as fmt
 from splitnet.codec._base import Codec, CodecOptions, TensorCode, register_codec, register_kind
-from splitnet.codec._entropy import _constriction
+from splitnet.codec._entropy import ans_decode_rows, ans_encode_rows
 from splitnet.codec._format import CodecError, Preamble, Reader, TensorHeader
 
 __all__ = ["LearnedCodec", "tables_fingerprint"]
@@ -60,7 +60,7 @@ class _Model:
     medians: np.ndarray  # (C,) float32
     offsets: np.ndarray  # (C,) int64
     lengths: np.ndarray  # (C,) int64
-    pmfs: tuple[np.ndarray, ...]  # float64 copies of the integer frequencies
+    pmfs: tuple[np.ndarray, ...]  # the integer frequencies, as int64 arrays
     fingerprint: int
 
 
@@ -181,13 +181,8 @@ class LearnedCodec(Codec):
 
     def encode_tensor(self, index: int, array: np.ndarray) -> TensorCode:
         sym, _ = self.symbols(array)
-        Categorical, AnsCoder = _constriction()
-        coder = AnsCoder()
         rows = np.moveaxis(sym, 1, 0).reshape(self.channels, -1)
-        for c in reversed(range(self.channels)):
-            if self._model.lengths[c] > 1 and rows.shape[1]:
-                coder.encode_reverse(rows[c], Categorical(self._model.pmfs[c], perfect=False))
-        words = coder.get_compressed().astype("<u4")
+        words = ans_encode_rows(list(zip(rows, self._model.pmfs, strict=True)))
         section = SECTION.pack(self.fingerprint, words.size) + words.tobytes()
         return TensorCode(TensorHeader(array.dtype, array.shape), sym, section, 4 * words.size)
 
@@ -212,21 +207,7 @@ class LearnedCodec(Codec):
         self._check_shape(th.shape)
         words = r.array("<u4", n_words, "ans words").astype(np.uint32)
         per_channel = th.size // self.channels
-        rows = np.zeros((self.channels, per_channel), dtype=np.int32)
-        Categorical, AnsCoder = _constriction()
-        try:
-            coder = AnsCoder(words)
-            for c in range(self.channels):
-                if self._model.lengths[c] > 1 and per_channel:
-                    model = Categorical(self._model.pmfs[c], perfect=False)
-                    rows[c] = coder.decode(model, per_channel)
-            empty = coder.is_empty()
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as e:  # constriction reports bad data as ValueError or a Rust panic
-            raise CodecError(f"corrupt learned ans stream: {e}") from None
-        if not empty:
-            raise CodecError("corrupt learned ans stream: data left over after the latent")
+        rows = ans_decode_rows(words, list(self._model.pmfs), per_channel)
         m = self._model
         values = (rows + m.offsets[:, None]).astype(np.float32) + m.medians[:, None]
         values = values.reshape(self.channels, th.shape[0], per_channel // max(th.shape[0], 1))
@@ -263,7 +244,8 @@ def _parse_tables(tables: Mapping[str, Any]) -> _Model:
             f"tables: medians, offset and pmf need one entry per channel (1..{MAX_CHANNELS}), got "
             f"{c}, {len(offsets)} and {len(pmf) if _is_list(pmf) else type(pmf).__name__}"
         )
-    med32 = np.asarray(medians, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        med32 = np.asarray(medians, dtype=np.float32)
     if not np.isfinite(med32).all():
         raise CodecError("tables: medians must be finite float32 values")
     freqs = [_number_list(f, f"pmf[{i}]", int) for i, f in enumerate(pmf)]
@@ -286,7 +268,7 @@ def _parse_tables(tables: Mapping[str, Any]) -> _Model:
         medians=med32,
         offsets=np.asarray(offsets, dtype=np.int64),
         lengths=np.asarray([len(f) for f in freqs], dtype=np.int64),
-        pmfs=tuple(np.asarray(f, dtype=np.float64) for f in freqs),
+        pmfs=tuple(np.asarray(f, dtype=np.int64) for f in freqs),
         fingerprint=tables_fingerprint(canonical),
     )
 
