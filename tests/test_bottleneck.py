@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -89,21 +90,30 @@ def test_real_bytes_through_the_learned_codec(trained):
         rounded = bn.prior(latent)[0]
         payload = codec.encode([latent.numpy()])
         (decoded,) = codec.decode(payload)
+        estimate = float(bn.prior.bits(latent)) / 8
     assert decoded.shape == (1, 4, 8, 8)
     clamped = codec.count_clamped(latent.numpy())
     assert clamped <= 2 and np.count_nonzero(decoded != rounded.numpy()) <= clamped
-    estimate = float(bn.prior.bits(latent)) / 8
     assert len(payload) <= estimate * 1.02 + 64  # the header: preamble, shape, fingerprint, CRC
 
 
-def test_resume_continues_where_it_stopped(teacher, tmp_path):
-    torch.manual_seed(0)
-    full = train_bottleneck(_config(teacher, tmp_path / "a.pt", finetune_epochs=2))
-    torch.manual_seed(0)
-    train_bottleneck(_config(teacher, tmp_path / "b.pt", finetune_epochs=1))
+def test_resume_continues_where_it_stopped(trained, teacher, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from splitnet.train._checkpoint import last_path
+
+    # ``trained`` stopped after one fine-tuning epoch; resume it for a second one
+    shutil.copy(last_path(trained.path), last_path(tmp_path / "b.pt"))
     resumed = train_bottleneck(_config(teacher, tmp_path / "b.pt", finetune_epochs=2, resume=True))
     assert [(h["stage"], h["epoch"]) for h in resumed.history] == [(1, 1), (2, 1), (2, 2)]
+    assert resumed.history[:2] == trained.history and Path(resumed.path).is_file()
+    torch.manual_seed(0)
+    full = train_bottleneck(_config(teacher, tmp_path / "a.pt", finetune_epochs=2))
     assert resumed.history[-1]["loss"] == pytest.approx(full.history[-1]["loss"], rel=1e-4)
+    with pytest.raises(BottleneckError, match="was trained with split"):
+        other = _config(teacher, tmp_path / "b.pt", resume=True)
+        train_bottleneck(dataclasses.replace(other, split="encoder.block3.pool"))
 
 
 def test_a_checkpoint_for_something_else_names_the_mismatch(trained):
@@ -189,3 +199,14 @@ def test_export_serve_and_rate_accuracy(trained, teacher, tmp_path):
     assert learned.value == pytest.approx(trained.scores["mean_dice"])
     assert learned.kb_per_frame < point.results[0].score.kb_per_frame
     assert "learned-beta0.01" in report.format_table()
+
+
+def test_encoder_adds_little_to_the_head(trained):
+    from splitnet.bottleneck import bottleneck_macs
+
+    bn, _ = load_bottleneck(trained.path)
+    macs = bottleneck_macs(bn, INPUT)
+    # block1 (two 3x3 convs at 64x64) + block2 at 32x32, width 0.125: counted by hand
+    head = 64 * 64 * 9 * (3 * 8 + 8 * 8) + 32 * 32 * 9 * (8 * 16 + 16 * 16)
+    assert macs["head_macs"] == head
+    assert 0 < macs["encoder_macs"] and macs["encoder_share"] < 0.10

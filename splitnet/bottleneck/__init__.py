@@ -24,6 +24,7 @@ from splitnet.bottleneck._module import (
     BottleneckedModel,
     Decoder,
     Encoder,
+    bottleneck_macs,
     plan_strides,
 )
 from splitnet.bottleneck._train import (
@@ -46,6 +47,7 @@ __all__ = [
     "Decoder",
     "Encoder",
     "FactorizedPrior",
+    "bottleneck_macs",
     "build_bottleneck",
     "load_bottleneck",
     "plan_strides",

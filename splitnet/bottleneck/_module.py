@@ -24,7 +24,15 @@ from torch import nn
 
 from splitnet.bottleneck._errors import BottleneckError
 
-__all__ = ["BottleneckConfig", "BottleneckedModel", "Decoder", "Encoder", "LATENT_POINT"]
+__all__ = [
+    "LATENT_POINT",
+    "BottleneckConfig",
+    "BottleneckedModel",
+    "Decoder",
+    "Encoder",
+    "bottleneck_macs",
+    "plan_strides",
+]
 
 # the split point of a BottleneckedModel where the latent crosses: the encoder's last op
 LATENT_POINT = "encoder.out"
@@ -203,3 +211,24 @@ class BottleneckedModel(nn.Module):
         if self.prior is not None:
             y, _ = self.prior(y)
         return self.tail(*self.decoder(y))
+
+
+@torch.no_grad()
+def bottleneck_macs(model: BottleneckedModel, input_shape: tuple[int, int, int]) -> dict:
+    """MACs of the teacher's head and of the encoder the device runs after it.
+
+    Counted by ``torch.utils.flop_counter`` (FLOPs halved), batch 1.
+
+    Returns:
+        ``{"head_macs", "encoder_macs", "encoder_share"}``: the share is what the
+        encoder adds to the head, ``encoder_macs / head_macs``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, *input_shape)
+    with FlopCounterMode(display=False) as head:
+        crossing = model.head(x)
+    with FlopCounterMode(display=False) as encoder:
+        model.encoder(*crossing)
+    h, e = head.get_total_flops() // 2, encoder.get_total_flops() // 2
+    return {"head_macs": h, "encoder_macs": e, "encoder_share": e / h if h else float("inf")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from splitnet._errors import ConfigError
@@ -62,6 +63,11 @@ def add_parser(sub) -> None:
     p.add_argument("--csv", metavar="FILE", help="write one CSV row per point to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write the figure (three panels) to FILE.png")
     p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument(
+        "--bottleneck",
+        metavar="CKPT",
+        help="also report what a train-bottleneck checkpoint's encoder adds to its head's MACs",
+    )
     p.set_defaults(func=run)
 
 
@@ -97,14 +103,29 @@ def run(args: argparse.Namespace) -> int:
         _write(args.csv, report.to_csv())
     if args.plot:
         plot_report(report, args.plot)
+    extra = _bottleneck_line(args) if args.bottleneck else None
     if json_only:
-        print(report.to_json())
+        doc = json.loads(report.to_json())
+        print(json.dumps({**doc, "bottleneck": extra} if extra else doc, indent=2))
     else:
         print(report.format_table())
+        if extra:
+            print(
+                f"bottleneck at {extra['split']}: the encoder adds {extra['encoder_macs'] / 1e6:.2f} "
+                f"M MACs to the head's {extra['head_macs'] / 1e6:.2f} M "
+                f"({100 * extra['encoder_share']:.1f}%)"
+            )
         for label, path in (("JSON", args.json), ("CSV", args.csv), ("plot", args.plot)):
             if path:
                 print(f"{label}: {path}", file=sys.stderr)
     return 0
+
+
+def _bottleneck_line(args: argparse.Namespace) -> dict:
+    from splitnet.bottleneck import bottleneck_macs, load_bottleneck
+
+    bn, state = load_bottleneck(args.bottleneck, model=args.model, input_shape=args.input)
+    return {"split": state["split"], **bottleneck_macs(bn, args.input)}
 
 
 def _write(path: str, text: str) -> None:
