@@ -215,3 +215,28 @@ def test_cli_bad_weights_and_codec(tmp_path, capsys, tiny_checkpoint):
     assert "unknown codec 'q99'" in capsys.readouterr().err
     assert main([*argv, "--points", "decoder.nope", "--quiet", "--out", str(tmp_path)]) == 2
     assert "no split point named" in capsys.readouterr().err
+
+
+def test_training_stops_on_a_plateau(tmp_path):
+    def run(**kw):
+        config = TrainConfig(
+            "unet-vgg16",
+            TINY,
+            str(tmp_path / "m.pt"),
+            epochs=6,
+            batch=4,
+            lr=1e-5,  # the tiny model's Dice does not move: a plateau from epoch 1
+            input_shape=TINY_INPUT,
+            model_kwargs=TINY_KW,
+            progress=False,
+            **kw,
+        )
+        return train(config)
+
+    early = run(patience=1)
+    assert len(early.history) == early.best_epoch + 1 < 6
+    late = run(patience=1, min_epochs=4)
+    assert late.best_epoch < 4 and len(late.history) == 4
+    assert run().history[-1]["epoch"] == 6
+    with pytest.raises(ValueError, match="patience must be >= 1"):
+        run(patience=0)

@@ -16,7 +16,6 @@ Runs are seeded and resumable: the state after every epoch is written to
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import sys
 import time
@@ -39,6 +38,8 @@ from splitnet.bottleneck._module import (
     Encoder,
     plan_strides,
 )
+from splitnet.bundle import file_sha256
+from splitnet.train._loop import save_atomic as _save
 
 __all__ = [
     "BOTTLENECK_FORMAT",
@@ -179,7 +180,7 @@ def _start(config: BottleneckTrainConfig) -> _Run:
         "task": ckpt["task"],
         "input_shape": [c, h, w],
         "teacher": str(config.teacher),
-        "teacher_sha256": _sha256(config.teacher),
+        "teacher_sha256": file_sha256(config.teacher),
         "data": data,
         "beta": config.beta,
         "config": {
@@ -448,17 +449,6 @@ def _read(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or state.get("format") != BOTTLENECK_FORMAT:
         raise BottleneckError(f"{path} is not a bottleneck checkpoint (splitnet train-bottleneck)")
     return state
-
-
-def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def load_bottleneck(

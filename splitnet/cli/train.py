@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
         type=int,
         help="stop after N epochs without a better validation score (default: all --epochs)",
     )
+    p.add_argument("--min-epochs", type=int, default=0, help="no --patience stop before this epoch")
     p.add_argument("--out", required=True, help="best checkpoint file (.pt)")
     p.add_argument("--resume", action="store_true", help="continue from FILE's .last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=not args.quiet,
             patience=args.patience,
+            min_epochs=args.min_epochs,
         )
     )
     print(

@@ -46,6 +46,8 @@ class TrainConfig:
             the epochs so far, would end after it (``None``: no budget).
         patience: stop when the validation metric has not improved for this
             many epochs (a plateau; ``None``: run all ``epochs``).
+        min_epochs: no plateau stop before this epoch: a segmentation model
+            first scores well by predicting nothing, then worse, then better.
     """
 
     model: str
@@ -62,6 +64,7 @@ class TrainConfig:
     progress: bool = True
     max_seconds: float | None = None
     patience: int | None = None
+    min_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class BCEDiceLoss(nn.Module):
         return self.bce(logits, target) + self.dice(logits, target)
 
 
-def _save(obj: dict, path: Path) -> None:
+def save_atomic(obj: dict, path: Path) -> None:
     """``torch.save`` to a temporary file renamed into place: a reader (or a resumed
     run after a kill) never sees a half-written checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
@@ -185,8 +188,8 @@ def train(config: TrainConfig) -> TrainResult:
         record["history"] = run.history
         state = run.model.state_dict()
         if improved:
-            _save({**record, "state_dict": state, "scores": scores}, out)
-        _save(
+            save_atomic({**record, "state_dict": state, "scores": scores}, out)
+        save_atomic(
             {**record, "state_dict": state, "optimizer": run.optimizer.state_dict()}, last_path(out)
         )
         if config.progress:
@@ -257,8 +260,11 @@ def _checkpoint_meta(run: _Run, config: TrainConfig) -> dict:
 
 
 def _plateau(config: TrainConfig, run: _Run, epoch: int) -> bool:
-    """Whether ``config.patience`` epochs have passed since the best one."""
-    if config.patience is None or epoch - 1 - run.best_epoch < config.patience:
+    """Whether ``config.patience`` epochs have passed since the best one (and
+    ``config.min_epochs`` are done)."""
+    if config.patience is None or epoch - 1 < config.min_epochs:
+        return False
+    if epoch - 1 - run.best_epoch < config.patience:
         return False
     tqdm.write(
         f"stopping after epoch {epoch - 1}: no better validation score for "
