@@ -39,6 +39,7 @@ from splitnet.bottleneck._module import (
     plan_strides,
 )
 from splitnet.bundle import file_sha256
+from splitnet.train._loop import epoch_batches
 from splitnet.train._loop import save_atomic as _save
 
 __all__ = [
@@ -188,7 +189,7 @@ def _start(config: BottleneckTrainConfig) -> _Run:
             "bottleneck": config.bottleneck.to_dict(),
         },
     }
-    batches = _loader(train_ds, config.batch, config.seed, shuffle=False)
+    batches = DataLoader(train_ds, batch_size=config.batch)
     model, layout = build_bottleneck(
         teacher,
         config.split,
@@ -292,11 +293,6 @@ def _trainable(model: BottleneckedModel, stage: int, main: list) -> list:
     return [p for p in main if id(p) in trained]
 
 
-def _loader(ds, batch: int, seed: int, *, shuffle: bool = True, epoch: int = 0) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return DataLoader(ds, batch_size=batch, shuffle=shuffle, generator=generator)
-
-
 def _epoch(run: _Run, config, stage: int, epoch: int, opt, aux_opt) -> float:
     """One pass over the train subset; returns the mean loss."""
     from splitnet.train._loop import make_loss
@@ -309,14 +305,13 @@ def _epoch(run: _Run, config, stage: int, epoch: int, opt, aux_opt) -> float:
         m.prior.eval()
         task_loss = make_loss(run.meta["task"])
     total, count = 0.0, 0
-    loader = _loader(run.train_ds, config.batch, config.seed, epoch=epoch)
-    bar = tqdm(
-        loader,
+    bar = epoch_batches(
+        run.train_ds,
+        batch=config.batch,
+        seed=config.seed,
+        epoch=epoch,
         desc=f"stage {stage} epoch {epoch}",
-        unit="batch",
-        file=sys.stderr,
-        disable=not config.progress,
-        leave=False,
+        progress=config.progress,
     )
     for x, y in bar:
         x = run.normalize(x)
@@ -363,7 +358,7 @@ def _validate(run: _Run, config) -> dict:
     m = run.model.eval()
     meter = make_meter(run.val_ds.task, run.val_ds.num_classes, config.threshold)
     bits, frames = 0.0, 0
-    for x, y in _loader(run.val_ds, config.batch, config.seed, shuffle=False):
+    for x, y in DataLoader(run.val_ds, batch_size=config.batch):
         latent = m.encoder(*m.head(run.normalize(x)))
         bits += float(m.prior.bits(latent))
         frames += x.shape[0]

@@ -93,6 +93,14 @@ class BCEDiceLoss(nn.Module):
         return self.bce(logits, target) + self.dice(logits, target)
 
 
+def epoch_batches(dataset, *, batch: int, seed: int, epoch: int, desc: str, progress: bool) -> tqdm:
+    """The shuffled batches of one epoch under a progress bar; the order is a
+    function of ``(seed, epoch)``, so a resumed run sees the batches it would have."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, generator=generator)
+    return tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not progress, leave=False)
+
+
 def save_atomic(obj: dict, path: Path) -> None:
     """``torch.save`` to a temporary file renamed into place: a reader (or a resumed
     run after a kill) never sees a half-written checkpoint."""
@@ -292,18 +300,16 @@ def _over_budget(config: TrainConfig, epoch: int, start: int, t0: float, t_loop:
 
 def _train_epoch(run: _Run, config: TrainConfig, epoch: int, normalize, loss_fn) -> float:
     """One pass over the train subset; returns the mean loss."""
-    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-    loader = DataLoader(run.train_ds, batch_size=config.batch, shuffle=True, generator=generator)
+    bar = epoch_batches(
+        run.train_ds,
+        batch=config.batch,
+        seed=config.seed,
+        epoch=epoch,
+        desc=f"epoch {epoch}/{config.epochs}",
+        progress=config.progress,
+    )
     run.model.train()
     total, count = 0.0, 0
-    bar = tqdm(
-        loader,
-        desc=f"epoch {epoch}/{config.epochs}",
-        unit="batch",
-        file=sys.stderr,
-        disable=not config.progress,
-        leave=False,
-    )
     for x, y in bar:
         logits = run.model(normalize(x))
         loss = loss_fn(logits, y if run.task == "segmentation" else y.long())
