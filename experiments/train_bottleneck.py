@@ -36,15 +36,25 @@ from splitnet.bottleneck import (
 from splitnet.data import open_dataset
 from splitnet.profile import RateAccuracyConfig, rate_accuracy
 from splitnet.train import TrainConfig, model_from_checkpoint, train
+from splitnet.train._checkpoint import last_path, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent
 
 
 def _teacher(cfg: dict, out: Path, given: Path | None) -> tuple[Path, dict]:
     path = out / "teacher.pt"
-    if given is not None:
+    if given is not None:  # trained earlier by `splitnet train`: report its run
         shutil.copy(given, path)
-        return path, {"teacher": str(given)}
+        last = last_path(given)
+        ckpt = load_checkpoint(last if last.is_file() else given)
+        return path, {
+            "teacher": str(given),
+            "teacher_config": ckpt["config"],
+            "teacher_epochs_run": len(ckpt["history"]),
+            "teacher_best_epoch": ckpt["best_epoch"],
+            "teacher_best_" + ckpt["metric_name"]: ckpt["best_metric"],
+            "teacher_history": ckpt["history"],
+        }
     t = cfg["teacher"]
     t0 = time.perf_counter()
     result = train(

@@ -210,3 +210,25 @@ def test_encoder_adds_little_to_the_head(trained):
     head = 64 * 64 * 9 * (3 * 8 + 8 * 8) + 32 * 32 * 9 * (8 * 16 + 16 * 16)
     assert macs["head_macs"] == head
     assert 0 < macs["encoder_macs"] and macs["encoder_share"] < 0.10
+
+
+def test_quantiles_are_settled_before_the_tables_are_cut():
+    """Regression: quantiles stepped once per batch stayed near their start (+-10) while the
+    latent spread over hundreds, so the tables clamped ~80% of a real latent."""
+    from splitnet.bottleneck import FactorizedPrior
+    from splitnet.bottleneck._train import settle_quantiles
+
+    torch.manual_seed(0)
+    prior = FactorizedPrior(2)
+    y = torch.randn(64, 2, 4, 4) * 200
+    opt = torch.optim.Adam([p for n, p in prior.named_parameters() if n != "quantiles"], lr=0.05)
+    for _ in range(150):  # the density learns the spread; the quantiles are not trained
+        opt.zero_grad()
+        (-torch.log2(prior(y)[1]).sum()).backward()
+        opt.step()
+    prior.eval()
+    clamped = get_codec("learned", tables=prior.cdf_tables()).count_clamped(y.numpy())
+    assert clamped > 0.5 * y.numel()
+    settle_quantiles(prior)
+    codec = get_codec("learned", tables=prior.cdf_tables())
+    assert codec.count_clamped(y.numpy()) <= 0.01 * y.numel()

@@ -153,6 +153,8 @@ def train_bottleneck(config: BottleneckTrainConfig) -> BottleneckTrainResult:
             run.stage, run.epoch = stage, epoch
             _save(_state(run), last_path(out))
             _report(config, stage, epoch, epochs, loss, scores)
+        if stage == 1:
+            settle_quantiles(run.model.prior)
         run.stage, run.epoch = stage + 1, 0
     if run.best_state is not None:
         _load_trainable(run.model, run.best_state)
@@ -276,6 +278,25 @@ def _nonnegative(head: nn.Module, batches, normalize, n: int, limit: int = 8) ->
         for k, t in enumerate(head(normalize(x))):
             mins[k] = min(mins[k], float(t.min()))
     return [m >= 0 for m in mins]
+
+
+def settle_quantiles(prior: FactorizedPrior, steps: int = 4000) -> None:
+    """Moves the prior's quantiles (tails and medians) to where its density puts them.
+
+    The quantile loss involves no data, only the density model, so it can be
+    minimised to convergence once the density is trained. During training the
+    quantiles move only one small step per batch and lag far behind a latent
+    that spreads over hundreds of units; tables from them would clamp most
+    values. Adam at a large, then a small step size.
+    """
+    prior.quantiles.requires_grad_(True)
+    opt = torch.optim.Adam([prior.quantiles], lr=1.0)
+    for step in range(steps):
+        if step == steps * 3 // 4:
+            opt.param_groups[0]["lr"] = 0.05
+        opt.zero_grad(set_to_none=True)
+        prior.aux_loss().backward()
+        opt.step()
 
 
 def _trainable(model: BottleneckedModel, stage: int, main: list) -> list:
