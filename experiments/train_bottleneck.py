@@ -94,6 +94,7 @@ def _bottlenecks(cfg: dict, teacher: Path, out: Path) -> tuple[list[str], list[d
                     split=point,
                     out=str(out / f"bn-{point}-beta{beta:g}.pt"),
                     beta=beta,
+                    kd_weight=b.get("kd_weight", 1.0),
                     bottleneck=shape,
                     epochs=b["epochs"],
                     finetune_epochs=b["finetune_epochs"],

@@ -232,3 +232,42 @@ def test_quantiles_are_settled_before_the_tables_are_cut():
     settle_quantiles(prior)
     codec = get_codec("learned", tables=prior.cdf_tables())
     assert codec.count_clamped(y.numpy()) <= 0.01 * y.numel()
+
+
+def test_stage_one_leaves_the_teachers_tail_as_it_was(teacher, tmp_path):
+    # stage 1 runs the tail (output distillation) but must not train it: its weights and
+    # batch-norm statistics stay the teacher's
+    result = train_bottleneck(_config(teacher, tmp_path / "s1.pt", finetune_epochs=0))
+    state = torch.load(result.path, weights_only=False)
+    from splitnet.split import trace
+
+    teacher_model, _ = model_from_checkpoint(None, teacher)
+    _, tail = trace(teacher_model, torch.zeros(1, *INPUT)).split(POINT)
+    tuned = state["tail"]
+    assert any("running_mean" in k for k in tuned)
+    assert all(torch.equal(v, tuned[k]) for k, v in tail.state_dict().items())
+
+
+def test_output_distillation_is_smallest_at_the_teachers_output():
+    from splitnet.bottleneck._train import cosine_lr, output_distillation
+
+    torch.manual_seed(0)
+    teacher_out = torch.randn(2, 4, 8, 8)
+    for task in ("segmentation", "classification"):
+        student = teacher_out.clone().requires_grad_(True)
+        loss = output_distillation(student, teacher_out, task)
+        loss.backward()
+        assert student.grad.abs().max() < 1e-6
+        worse = output_distillation(teacher_out + torch.randn_like(teacher_out), teacher_out, task)
+        assert worse > loss
+    assert (
+        output_distillation(teacher_out[:, :, 0, 0], teacher_out[:, :, 0, 0], "classification") == 0
+    )
+    assert cosine_lr(1e-3, 1, 10) == pytest.approx(1e-3)
+    assert cosine_lr(1e-3, 10, 10) == pytest.approx(5e-5)
+    assert cosine_lr(1e-3, 1, 1) == pytest.approx(1e-3)
+
+
+def test_kd_weight_must_not_be_negative(teacher, tmp_path):
+    with pytest.raises(BottleneckError, match="--kd-weight must be >= 0"):
+        _config(teacher, tmp_path / "x.pt", kd_weight=-1)

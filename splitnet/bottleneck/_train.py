@@ -1,13 +1,18 @@
 """Training a bottleneck at a cut of a trained model (the teacher), in two stages.
 
-Stage 1 (distillation): the teacher's head is frozen; the encoder, the decoder
-and the entropy model learn to reproduce the tensors the teacher sends across
-the cut (mean squared error, each tensor scaled by its variance) plus
-``beta`` x the rate (bits per input pixel, from the entropy model's
-likelihoods under additive uniform noise). Stage 2 (fine-tuning): the encoder
+Stage 1 (distillation): the teacher's head and tail are frozen; the encoder,
+the decoder and the entropy model learn to reproduce what the teacher computes
+after the cut: the tensors it sends across (mean squared error, each tensor
+scaled by its variance) and, ``kd_weight`` times, its output (the tail run on
+the reconstruction against the tail run on the teacher's own tensors: binary
+cross-entropy to the teacher's probabilities for segmentation, KL divergence
+to its softmax for classification), plus ``beta`` x the rate (bits per input
+pixel, from the entropy model's likelihoods under additive uniform noise). Stage 2 (fine-tuning): the encoder
 and the entropy model are frozen, so the rate is fixed; the decoder and the
 teacher's tail are fine-tuned on the task loss (BCE + Dice, cross-entropy) on
-the rounded latent the device will send.
+the rounded latent the device will send. In both stages the learning rate
+follows a cosine from ``lr`` down to ``lr / 20`` over the stage's epochs (set
+per epoch, so a resumed run continues on the same schedule).
 
 Runs are seeded and resumable: the state after every epoch is written to
 ``OUT.last.pt``, and the finished bottleneck to ``OUT``.
@@ -16,6 +21,7 @@ Runs are seeded and resumable: the state after every epoch is written to
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -63,6 +69,8 @@ class BottleneckTrainConfig:
         out: the bottleneck checkpoint to write.
         data: a ``--data`` spec; default: the teacher's.
         beta: weight of the rate term (bits per input pixel); > 0.
+        kd_weight: weight of the distillation of the teacher's output in
+            stage 1 (0: the crossing tensors only).
         bottleneck: the latent's channels and stride, the inner width.
         epochs: stage-1 (distillation) epochs.
         finetune_epochs: stage-2 (decoder and tail on the task loss) epochs.
@@ -76,6 +84,7 @@ class BottleneckTrainConfig:
     out: str
     data: str | None = None
     beta: float = 0.01
+    kd_weight: float = 1.0
     bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)
     epochs: int = 8
     finetune_epochs: int = 4
@@ -89,6 +98,8 @@ class BottleneckTrainConfig:
     def __post_init__(self) -> None:
         if not self.beta > 0:
             raise BottleneckError(f"--beta must be > 0, got {self.beta}")
+        if not self.kd_weight >= 0:
+            raise BottleneckError(f"--kd-weight must be >= 0, got {self.kd_weight}")
         if self.epochs < 0 or self.finetune_epochs < 0 or self.epochs + self.finetune_epochs < 1:
             raise BottleneckError("epochs and finetune epochs must be >= 0, one of them >= 1")
         if self.batch < 1 or not self.lr > 0:
@@ -146,6 +157,8 @@ def train_bottleneck(config: BottleneckTrainConfig) -> BottleneckTrainResult:
         opt = torch.optim.Adam(_trainable(run.model, stage, main), lr=config.lr)
         aux_opt = torch.optim.Adam(aux, lr=config.lr) if stage == 1 else None
         for epoch in range(run.epoch + 1, epochs + 1):
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(config.lr, epoch, epochs)
             loss = _epoch(run, config, stage, epoch, opt, aux_opt)
             scores = _validate(run, config)
             run.history.append({"stage": stage, "epoch": epoch, "loss": loss, **scores})
@@ -299,6 +312,12 @@ def settle_quantiles(prior: FactorizedPrior, steps: int = 4000) -> None:
         opt.step()
 
 
+def cosine_lr(lr: float, epoch: int, epochs: int, floor: float = 0.05) -> float:
+    """The learning rate of ``epoch`` (1-based) of ``epochs``: a cosine from ``lr`` to ``floor * lr``."""
+    t = (epoch - 1) / max(1, epochs - 1)
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 def _trainable(model: BottleneckedModel, stage: int, main: list) -> list:
     """Freezes what the stage does not train; returns the main optimizer's parameters.
 
@@ -321,6 +340,8 @@ def _epoch(run: _Run, config, stage: int, epoch: int, opt, aux_opt) -> float:
     m = run.model
     m.train()
     m.head.eval()
+    if stage == 1:  # the tail is the teacher's: its normalisation statistics stay
+        m.tail.eval()
     if stage == 2:
         m.encoder.eval()
         m.prior.eval()
@@ -337,7 +358,7 @@ def _epoch(run: _Run, config, stage: int, epoch: int, opt, aux_opt) -> float:
     for x, y in bar:
         x = run.normalize(x)
         if stage == 1:
-            loss = _distill_loss(m, x, config.beta)
+            loss = _distill_loss(m, x, config.beta, config.kd_weight, run.meta["task"])
         else:
             with torch.no_grad():
                 y_hat, _ = m.prior(m.encoder(*m.head(x)))
@@ -356,19 +377,39 @@ def _epoch(run: _Run, config, stage: int, epoch: int, opt, aux_opt) -> float:
     return total / count
 
 
-def _distill_loss(m: BottleneckedModel, x: torch.Tensor, beta: float) -> torch.Tensor:
-    """Variance-scaled MSE to the teacher's crossing tensors + beta x bits per input pixel."""
+def _distill_loss(
+    m: BottleneckedModel, x: torch.Tensor, beta: float, kd_weight: float, task: str
+) -> torch.Tensor:
+    """Distortion of the crossing tensors (variance-scaled MSE), ``kd_weight`` x that of
+    the teacher's output, ``beta`` x bits per input pixel."""
     with torch.no_grad():
         target = m.head(x)
+        teacher_out = m.tail(*target) if kd_weight else None
     y_hat, likelihoods = m.prior(m.encoder(*target))
     recon = m.decoder(y_hat)
     distortion = sum(
         nn.functional.mse_loss(r, t) / t.var().clamp_min(1e-6)
         for r, t in zip(recon, target, strict=True)
     ) / len(target)
+    if kd_weight:
+        distortion = distortion + kd_weight * output_distillation(m.tail(*recon), teacher_out, task)
     pixels = x.shape[0] * x.shape[2] * x.shape[3]
     rate = -torch.log2(likelihoods).sum() / pixels
     return distortion + beta * rate
+
+
+def output_distillation(student: torch.Tensor, teacher: torch.Tensor, task: str) -> torch.Tensor:
+    """How far the student's output is from the teacher's: per-pixel binary cross-entropy
+    to the teacher's probabilities (segmentation), KL divergence to its softmax
+    (classification)."""
+    if task == "segmentation":
+        return nn.functional.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher))
+    return nn.functional.kl_div(
+        nn.functional.log_softmax(student, dim=1),
+        nn.functional.log_softmax(teacher, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
 
 
 @torch.no_grad()

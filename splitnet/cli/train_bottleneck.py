@@ -38,6 +38,12 @@ def add_parser(sub) -> None:
         help="latent downsampling vs the input (default: coarsest crossing stride, >= 8)",
     )
     p.add_argument("--hidden", type=int, default=32, help="inner width of encoder and decoder")
+    p.add_argument(
+        "--kd-weight",
+        type=float,
+        default=1.0,
+        help="weight of the teacher's output in the stage-1 distillation (0: tensors only)",
+    )
     p.add_argument("--epochs", type=int, default=8, help="stage-1 (distillation) epochs")
     p.add_argument("--finetune-epochs", type=int, default=4, help="stage-2 (task) epochs")
     p.add_argument("--batch", type=int, default=8)
@@ -61,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             out=str(Path(args.out) / f"beta-{beta:g}.pt"),
             data=args.data,
             beta=beta,
+            kd_weight=args.kd_weight,
             bottleneck=shape,
             epochs=args.epochs,
             finetune_epochs=args.finetune_epochs,
