@@ -28,7 +28,9 @@ import yaml
 
 from splitnet.bottleneck import (
     BottleneckConfig,
+    BottleneckError,
     BottleneckTrainConfig,
+    BottleneckTrainResult,
     bottleneck_macs,
     load_bottleneck,
     train_bottleneck,
@@ -81,27 +83,43 @@ def _teacher(cfg: dict, out: Path, given: Path | None) -> tuple[Path, dict]:
     }
 
 
+def _reuse(config: BottleneckTrainConfig) -> BottleneckTrainResult | None:
+    """The finished checkpoint at ``config.out`` if it was trained with this very config."""
+    try:
+        _, state = load_bottleneck(config.out)
+    except (OSError, BottleneckError):
+        return None
+    wanted = {**dataclasses.asdict(config), "bottleneck": config.bottleneck.to_dict()}
+    wanted.pop("progress")
+    if not state.get("final") or state["config"] != wanted:
+        return None
+    print(f"{config.out}: trained with this config already, reused", file=sys.stderr)
+    return BottleneckTrainResult(config.out, state["history"], state["scores"], 0.0)
+
+
 def _bottlenecks(cfg: dict, teacher: Path, out: Path) -> tuple[list[str], list[dict]]:
-    b = cfg["bottleneck"]
-    shape = BottleneckConfig(b["latent_channels"], b.get("latent_stride"), b["hidden"])
     paths, rows = [], []
-    for point in b["points"]:
+    for point in cfg["bottleneck"]["points"]:
+        # per-point settings (``per_point: {POINT: {hidden: 16}}``) over the shared ones
+        b = {**cfg["bottleneck"], **cfg["bottleneck"].get("per_point", {}).get(point, {})}
+        shape = BottleneckConfig(
+            b["latent_channels"], b.get("latent_stride"), b["hidden"], b.get("decoder_hidden")
+        )
         for beta in b["betas"]:
             t0 = time.perf_counter()
-            result = train_bottleneck(
-                BottleneckTrainConfig(
-                    teacher=str(teacher),
-                    split=point,
-                    out=str(out / f"bn-{point}-beta{beta:g}.pt"),
-                    beta=beta,
-                    kd_weight=b.get("kd_weight", 1.0),
-                    bottleneck=shape,
-                    epochs=b["epochs"],
-                    finetune_epochs=b["finetune_epochs"],
-                    batch=b["batch"],
-                    lr=b["lr"],
-                )
+            config = BottleneckTrainConfig(
+                teacher=str(teacher),
+                split=point,
+                out=str(out / f"bn-{point}-beta{beta:g}.pt"),
+                beta=beta,
+                kd_weight=b.get("kd_weight", 1.0),
+                bottleneck=shape,
+                epochs=b["epochs"],
+                finetune_epochs=b["finetune_epochs"],
+                batch=b["batch"],
+                lr=b["lr"],
             )
+            result = _reuse(config) or train_bottleneck(config)
             bn, _ = load_bottleneck(result.path)
             macs = bottleneck_macs(bn, tuple(cfg["input"]))
             paths.append(result.path)

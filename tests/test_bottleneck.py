@@ -271,3 +271,56 @@ def test_output_distillation_is_smallest_at_the_teachers_output():
 def test_kd_weight_must_not_be_negative(teacher, tmp_path):
     with pytest.raises(BottleneckError, match="--kd-weight must be >= 0"):
         _config(teacher, tmp_path / "x.pt", kd_weight=-1)
+
+
+def test_a_slim_checkpoint_scores_as_the_full_one(trained, tmp_path):
+    import os
+
+    from splitnet.bottleneck import slim_bottleneck
+    from splitnet.train import evaluate
+
+    slim = slim_bottleneck(trained.path, tmp_path / "slim.pt")
+    assert os.path.getsize(slim) < 0.5 * os.path.getsize(trained.path)
+    full_bn, _ = load_bottleneck(trained.path)
+    slim_bn, state = load_bottleneck(slim, split=POINT)
+    assert "tail" not in state and state["slim"]
+    x = torch.rand(2, *INPUT)
+    with torch.no_grad():
+        a, b = full_bn(x), slim_bn(x)
+    assert torch.allclose(a, b, atol=2e-2 * float(a.abs().max()))  # float16 teacher weights
+    val = open_dataset(TINY, subset="val", size=INPUT[1:])
+    assert evaluate(slim_bn, val)["mean_dice"] == pytest.approx(
+        trained.scores["mean_dice"], abs=0.02
+    )
+    with pytest.raises(BottleneckError, match="not a finished bottleneck"):
+        from splitnet.train._checkpoint import last_path
+
+        slim_bottleneck(last_path(trained.path), tmp_path / "x.pt")
+
+
+@pytest.mark.export
+def test_demo_streams_a_trained_bottleneck_and_writes_overlays(trained, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "demo"
+    argv = ["demo", "--checkpoint", trained.path, "--frames", "6", "--overlays", "2"]
+    assert main([*argv, "--out", str(out), "--workdir", str(tmp_path / "cache")]) == 0
+    text = capsys.readouterr().out
+    assert "6 ok" in text or "ok 6" in text or "6/6" in text, text
+    assert "mean Dice" in text and "as JPEG q95" in text
+    overlays = sorted(out.glob("overlay-*.png"))
+    assert 1 <= len(overlays) <= 2 and all(str(p) in text for p in overlays)
+    with Image.open(overlays[0]) as im:
+        assert im.size == (INPUT[2], 2 * INPUT[1] + 2)  # truth above prediction
+    assert len(list((out / "results").glob("*.npy"))) == 6
+    # a second run takes the cached bundle
+    assert main([*argv, "--out", str(out), "--workdir", str(tmp_path / "cache")]) == 0
+    assert "(cached)" in capsys.readouterr().out
+
+
+def test_demo_without_a_checkpoint_says_how_to_get_one(tmp_path, capsys):
+    assert main(["demo", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "no demo checkpoint" in err and "--untrained" in err and len(err.strip().splitlines()) == 1
+    )

@@ -33,6 +33,7 @@ from splitnet.bottleneck._train import (
     BottleneckTrainResult,
     build_bottleneck,
     load_bottleneck,
+    slim_bottleneck,
     train_bottleneck,
 )
 
@@ -51,5 +52,6 @@ __all__ = [
     "build_bottleneck",
     "load_bottleneck",
     "plan_strides",
+    "slim_bottleneck",
     "train_bottleneck",
 ]

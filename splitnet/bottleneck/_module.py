@@ -47,16 +47,19 @@ class BottleneckConfig:
         latent_stride: the latent's downsampling relative to the model input
             (8: a 3x64x384 frame gives an 8x48 latent); ``None`` picks the
             coarsest crossing tensor's stride, at least 8.
-        hidden: channels of the encoder's and decoder's inner layers.
+        hidden: channels of the encoder's inner layers (the device runs them).
+        decoder_hidden: channels of the decoder's (the server runs them);
+            ``None``: ``hidden``.
     """
 
     latent_channels: int = 8
     latent_stride: int | None = None
     hidden: int = 32
+    decoder_hidden: int | None = None
 
     def __post_init__(self) -> None:
-        if self.latent_channels < 1 or self.hidden < 1:
-            raise BottleneckError("latent_channels and hidden must be >= 1")
+        if self.latent_channels < 1 or self.hidden < 1 or (self.decoder_hidden or 1) < 1:
+            raise BottleneckError("latent_channels, hidden and decoder_hidden must be >= 1")
         if self.latent_stride is not None and not _is_power_of_two(self.latent_stride):
             raise BottleneckError(f"latent_stride must be a power of 2, got {self.latent_stride}")
 
@@ -148,7 +151,7 @@ class Decoder(nn.Module):
         config: BottleneckConfig,
     ) -> None:
         super().__init__()
-        h = config.hidden
+        h = config.decoder_hidden or config.hidden
         self.stem = nn.Sequential(nn.Conv2d(config.latent_channels, h, 3, padding=1), nn.ReLU())
         self.branches = nn.ModuleList(
             nn.Sequential(

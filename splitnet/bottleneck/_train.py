@@ -53,6 +53,7 @@ __all__ = [
     "BottleneckTrainConfig",
     "BottleneckTrainResult",
     "load_bottleneck",
+    "slim_bottleneck",
     "train_bottleneck",
 ]
 
@@ -488,7 +489,37 @@ def _load_modules(model: BottleneckedModel, state: dict) -> None:
     model.encoder.load_state_dict(state["encoder"])
     model.decoder.load_state_dict(state["decoder"])
     model.prior.load_state_dict(state["prior"])
-    model.tail.load_state_dict(state["tail"])
+    if "tail" in state:  # a slim checkpoint has the tuned tail in its teacher_state
+        model.tail.load_state_dict(state["tail"])
+
+
+def slim_bottleneck(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Writes a finished bottleneck checkpoint to ``dst`` at about a third of its size.
+
+    The tuned tail goes into the teacher's state dict in place of the teacher's
+    own tail (the tail's parameters keep the teacher's names), which is stored
+    in float16; the training history stays, the best-epoch copy and the resume
+    state go. :func:`load_bottleneck` reads both forms.
+
+    Raises:
+        BottleneckError: ``src`` is not a finished bottleneck checkpoint.
+    """
+    state = _read(src)
+    if not state.get("final"):
+        raise BottleneckError(f"{src} is not a finished bottleneck checkpoint")
+    teacher = dict(state["teacher_state"])
+    tail = state.pop("tail")
+    unknown = set(tail) - set(teacher)
+    if unknown:
+        raise BottleneckError(f"{src}: tail parameters not in the teacher: {sorted(unknown)[:3]}")
+    teacher.update(tail)
+    state["teacher_state"] = {
+        k: v.half() if v.is_floating_point() else v for k, v in teacher.items()
+    }
+    state.pop("best_state", None)
+    state["slim"] = True
+    _save(state, Path(dst))
+    return Path(dst)
 
 
 def _report(config, stage: int, epoch: int, epochs: int, loss: float, scores: dict) -> None:

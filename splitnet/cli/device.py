@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
         "--fps", type=float, help="pace the source (a paced source drops frames when behind)"
     )
     p.add_argument("--frames", type=int, help="stop after N frames")
+    p.add_argument("--seed", type=int, default=0, help="seed of synthetic frames (default 0)")
     p.add_argument(
         "--out", help="write results (mask PNG / classes JSON per frame) and summary.json here"
     )
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         tls_ca=args.tls_ca,
         retry_timeout_s=args.retry_timeout,
         probabilities=args.probabilities,
+        seed=args.seed,
     )
     summary = run_daemon(config)
     print(json.dumps(asdict(summary), indent=2) if args.json else summary.format())

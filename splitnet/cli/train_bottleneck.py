@@ -37,7 +37,10 @@ def add_parser(sub) -> None:
         type=int,
         help="latent downsampling vs the input (default: coarsest crossing stride, >= 8)",
     )
-    p.add_argument("--hidden", type=int, default=32, help="inner width of encoder and decoder")
+    p.add_argument("--hidden", type=int, default=32, help="inner width of the encoder")
+    p.add_argument(
+        "--decoder-hidden", type=int, help="inner width of the decoder (default: --hidden)"
+    )
     p.add_argument(
         "--kd-weight",
         type=float,
@@ -59,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.beta or any(not b > 0 for b in args.beta):
         raise ConfigError(f"--beta must be one or more numbers > 0, got {args.beta}")
-    shape = BottleneckConfig(args.latent_channels, args.latent_stride, args.hidden)
+    shape = BottleneckConfig(
+        args.latent_channels, args.latent_stride, args.hidden, args.decoder_hidden
+    )
     configs = [
         BottleneckTrainConfig(
             teacher=args.teacher,

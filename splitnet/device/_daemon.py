@@ -68,6 +68,7 @@ class DaemonConfig:
         token_file, tls_ca: bearer token and server CA for TLS.
         retry_timeout_s: give up when no server answers for this long.
         probabilities: ask for class probabilities too.
+        seed: seed of the ``synthetic`` source's frames.
     """
 
     bundle: str | Path
@@ -85,6 +86,7 @@ class DaemonConfig:
     max_message_mb: int = 64
     probabilities: bool = False
     device_id: str | None = None
+    seed: int = 0
 
 
 @dataclass
@@ -154,7 +156,7 @@ class DeviceDaemon:
         self.codec = self.manifest.make_codec()
         h, w = self.manifest.input.frame_shape[:2]
         self.source = open_source(
-            config.source, height=h, width=w, frames=config.frames, fps=config.fps
+            config.source, height=h, width=w, frames=config.frames, fps=config.fps, seed=config.seed
         )
         self.device_id = config.device_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.out = Path(config.out) if config.out else None
