@@ -132,3 +132,21 @@ def test_one_png_setting_for_every_baseline():
     decoded, payload = code_image(make_frame(0, 0, 32, 48)[0], "png")
     assert base.png_bytes == len(payload)
     assert np.array_equal(decoded, make_frame(0, 0, 32, 48)[0])
+
+
+def test_versus_image_names_the_cheapest_within_the_bound():
+    report = RateAccuracyReport.from_dict(json.loads((RESULTS / "results.json").read_text()))
+    rows = {r["point"]: r for r in report.versus_image(max_drop_points=0.5)}
+    pool2 = rows["encoder.block2.pool"]
+    point = next(p for p in report.points if p.name == "encoder.block2.pool")
+    ok = [r for r in point.results if r.score.drop_points <= 0.5]
+    cheapest = min(ok, key=lambda r: r.score.kb_per_frame)
+    images = [b for b in report.baselines if b.score.drop_points <= 0.5]
+    image = min(images, key=lambda b: b.score.kb_per_frame)
+    assert (pool2["codec"], pool2["image"]) == (cheapest.codec, image.name)
+    assert pool2["ratio"] == pytest.approx(cheapest.score.kb_per_frame / image.score.kb_per_frame)
+    # a bound nothing meets: the closest codec and by how much it misses
+    (none, *_) = report.versus_image(max_drop_points=-5.0)
+    assert none["codec"] is None and none["ratio"] is None and none["miss"] > 0
+    assert none["image"] is None  # even the lossless PNG does not beat the model itself
+    assert "none (closest:" in report.format_table(max_drop_points=-5.0)

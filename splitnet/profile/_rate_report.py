@@ -279,6 +279,7 @@ class RateAccuracyReport:
         }
         if max_drop_points is not None and max_bits is not None:
             target = self.check_target(max_drop_points=max_drop_points, max_bits=max_bits)
+            doc["versus_image"] = self.versus_image(max_drop_points=max_drop_points)
             doc["target"] = {
                 "max_drop_points": max_drop_points,
                 "max_bits": max_bits,
@@ -303,12 +304,50 @@ class RateAccuracyReport:
             reference=dict(doc["reference"]),
             points=tuple(RatePoint.from_dict(p, metric) for p in doc["points"]),
             baselines=tuple(ImageBaselineRecord.from_dict(b, metric) for b in doc["baselines"]),
-            provenance={k: v for k, v in doc.items() if k not in known and k != "target"},
+            provenance={
+                k: v
+                for k, v in doc.items()
+                if k not in known and k not in ("target", "versus_image")
+            },
         )
 
     def to_json(self, *, indent: int | None = 2, **target) -> str:
         """:meth:`to_dict` as JSON; ``target``: ``max_drop_points`` and ``max_bits``."""
         return json.dumps(self.to_dict(**target), indent=indent)
+
+    def versus_image(self, *, max_drop_points: float = 0.5) -> list[dict]:
+        """Per point: its cheapest way within ``max_drop_points`` of the uncompressed
+        metric beside the cheapest image baseline within the same bound.
+
+        Each entry: ``point``; ``codec``, ``kb_per_frame``, ``drop_points`` of the
+        cheapest codec within the bound (``None`` where none is: then ``closest``
+        names the least-drop codec and ``miss`` by how much it misses); ``image``
+        and ``image_kb_per_frame`` (the cheapest baseline within the bound, the
+        lossless PNG at worst) and ``ratio``, the split's bytes over the image's.
+        """
+        within = [b for b in self.baselines if b.score.drop_points <= max_drop_points]
+        image = min(within, key=lambda b: b.score.kb_per_frame) if within else None
+        rows = []
+        for p in self.points:
+            ok = [r for r in p.results if r.score.drop_points <= max_drop_points]
+            best = min(ok, key=lambda r: r.score.kb_per_frame) if ok else None
+            row: dict[str, Any] = {
+                "point": p.name,
+                "codec": best.codec if best else None,
+                "kb_per_frame": best.score.kb_per_frame if best else None,
+                "drop_points": best.score.drop_points if best else None,
+                "image": image.name if image else None,
+                "image_kb_per_frame": image.score.kb_per_frame if image else None,
+                "ratio": (
+                    best.score.kb_per_frame / image.score.kb_per_frame if best and image else None
+                ),
+            }
+            if best is None and p.results:
+                closest = min(p.results, key=lambda r: r.score.drop_points)
+                row["closest"] = closest.codec
+                row["miss"] = closest.score.drop_points - max_drop_points
+            rows.append(row)
+        return rows
 
     def format_table(self, *, max_drop_points: float = 0.5, max_bits: float = 2.0) -> str:
         """The Markdown tables: points x codecs, baselines, and the target check."""
@@ -328,6 +367,9 @@ class RateAccuracyReport:
             self._baselines_table(label),
             target,
             _target_table(self.check_target(max_drop_points=max_drop_points, max_bits=max_bits)),
+            f"Against the image: the fewest bytes per frame within {max_drop_points} points "
+            f"of the uncompressed {label}, by split point and by the image baselines:",
+            _versus_table(self.versus_image(max_drop_points=max_drop_points)),
         ]
         return "\n\n".join(parts) + "\n"
 
@@ -406,3 +448,19 @@ def _target_table(targets: list[TargetResult]) -> str:
         for t in targets
     ]
     return format_table(header, rows, align="lllrrl", style="markdown")
+
+
+def _versus_table(rows: list[dict]) -> str:
+    header = ["split point", "codec", "kB/frame", "drop (points)", "image", "image kB/frame"]
+    header.append("split / image")
+    cells = []
+    for r in rows:
+        if r["codec"] is None:
+            missed = f"none (closest: {r.get('closest')}, {r.get('miss', 0):.2f} points over)"
+            split = [missed, "-", "-"]
+        else:
+            split = [r["codec"], f"{r['kb_per_frame']:.2f}", f"{r['drop_points']:+.2f}"]
+        image = [r["image"] or "-", "-" if r["image"] is None else f"{r['image_kb_per_frame']:.2f}"]
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        cells.append([r["point"], *split, *image, ratio])
+    return format_table(header, cells, align="llrrlrr", style="markdown")
