@@ -35,6 +35,7 @@ from splitnet.bottleneck import (
     load_bottleneck,
     train_bottleneck,
 )
+from splitnet.bundle import file_sha256
 from splitnet.data import open_dataset
 from splitnet.profile import RateAccuracyConfig, rate_accuracy
 from splitnet.train import TrainConfig, model_from_checkpoint, train
@@ -46,7 +47,10 @@ ROOT = Path(__file__).resolve().parent
 def _teacher(cfg: dict, out: Path, given: Path | None) -> tuple[Path, dict]:
     path = out / "teacher.pt"
     if given is not None:  # trained earlier by `splitnet train`: report its run
-        shutil.copy(given, path)
+        if not path.is_file() or file_sha256(path) != file_sha256(given):
+            tmp = path.with_suffix(".tmp")  # parallel --only runs share it: never half-written
+            shutil.copy(given, tmp)
+            tmp.replace(path)
         last = last_path(given)
         ckpt = load_checkpoint(last if last.is_file() else given)
         return path, {
@@ -97,15 +101,19 @@ def _reuse(config: BottleneckTrainConfig) -> BottleneckTrainResult | None:
     return BottleneckTrainResult(config.out, state["history"], state["scores"], 0.0)
 
 
-def _bottlenecks(cfg: dict, teacher: Path, out: Path) -> tuple[list[str], list[dict]]:
+def _bottlenecks(
+    cfg: dict, teacher: Path, out: Path, only: str | None = None, only_beta: float | None = None
+) -> tuple[list[str], list[dict]]:
     paths, rows = [], []
     for point in cfg["bottleneck"]["points"]:
+        if only is not None and point != only:
+            continue
         # per-point settings (``per_point: {POINT: {hidden: 16}}``) over the shared ones
         b = {**cfg["bottleneck"], **cfg["bottleneck"].get("per_point", {}).get(point, {})}
         shape = BottleneckConfig(
             b["latent_channels"], b.get("latent_stride"), b["hidden"], b.get("decoder_hidden")
         )
-        for beta in b["betas"]:
+        for beta in b["betas"] if only_beta is None else [only_beta]:
             t0 = time.perf_counter()
             config = BottleneckTrainConfig(
                 teacher=str(teacher),
@@ -142,12 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("config", type=Path)
     ap.add_argument("--out", type=Path, help="default: experiments/results/<name>")
     ap.add_argument("--teacher", type=Path, help="a splitnet train checkpoint to use as is")
+    ap.add_argument(
+        "--only",
+        metavar="POINT[:BETA]",
+        help="train this point's bottlenecks (at one beta) and stop: to run points in "
+        "parallel processes; a later full run reuses them",
+    )
     args = ap.parse_args(argv)
     cfg = yaml.safe_load(args.config.read_text())
     out = args.out or ROOT / "results" / cfg["name"]
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     teacher, summary = _teacher(cfg, out, args.teacher)
+    if args.only:
+        point, _, beta = args.only.partition(":")
+        _bottlenecks(cfg, teacher, out, point, float(beta) if beta else None)
+        return 0
     paths, rows = _bottlenecks(cfg, teacher, out)
     c, h, w = cfg["input"]
     model, _ = model_from_checkpoint(cfg["model"], teacher)
