@@ -267,6 +267,26 @@ def test_measure_tail_times_the_torch_side_only(capsys):
     assert "whole_model" not in doc
 
 
+@pytest.mark.gpu
+def test_measure_tail_on_cuda(capsys):
+    import json
+
+    argv = ["profile", "resnet18", "--input", "3x32x32", "--points", "layer1.0.add"]
+    assert main([*argv, "--measure-tail", "cuda", "--measure-seconds", "0.1", "--json", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["tail_device"] == "cuda" and doc["points"][0]["tail_latency_ms"] > 0
+
+
+def test_measure_tail_on_cuda_without_cuda_is_one_line(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    argv = ["profile", "resnet18", "--input", "3x32x32", "--points", "layer1.0.add"]
+    assert main([*argv, "--measure-tail", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
 def test_profile_takes_model_arguments(capsys):
     import json
 

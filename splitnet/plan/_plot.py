@@ -100,7 +100,7 @@ def plot_plan(plan: Plan, path: str | os.PathLike, *, title: str | None = None) 
 def _mark_crossovers(ax, plan: Plan, objective: str) -> None:
     ranked = plan.candidates
     by_name = {cand.name: cand for cand in ranked}
-    for x in crossovers(ranked, rtt_s=plan.link.rtt_s, objective=objective):
+    for i, x in enumerate(crossovers(ranked, rtt_s=plan.link.rtt_s, objective=objective)):
         y = curves([by_name[x.above]], np.array([x.bandwidth_bps]), plan.link.rtt_s, objective)[
             0, 0
         ]
@@ -110,7 +110,8 @@ def _mark_crossovers(ax, plan: Plan, objective: str) -> None:
             format_bandwidth(x.bandwidth_bps),
             (x.bandwidth_bps / 1e6, y),
             textcoords="offset points",
-            xytext=(4, 6),
+            xytext=(4, 6 + 10 * (i % 3)),  # neighbouring crossovers' labels stacked
             fontsize=7,
             color="C3",
+            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
         )
