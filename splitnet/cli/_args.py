@@ -61,6 +61,18 @@ def key_value(text: str) -> tuple[str, object]:
     return key.strip(), parsed
 
 
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """``--model-arg KEY=VALUE`` (repeatable): extra keywords of the model's builder."""
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra model builder argument, repeatable (e.g. width=0.25)",
+    )
+
+
 def name_list(text: str) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]``."""
     return [t.strip() for t in text.split(",") if t.strip()]

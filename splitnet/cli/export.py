@@ -37,14 +37,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--name", help="name a server registers (default MODEL.POINT)")
     p.add_argument("--num-classes", type=int)
-    p.add_argument(
-        "--model-arg",
-        action="append",
-        type=_args.key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra model builder argument, repeatable (e.g. width=0.25)",
-    )
+    _args.add_model_args(p)
     p.add_argument(
         "--tolerance",
         type=float,

@@ -69,14 +69,7 @@ def add_parser(sub) -> None:
     p.add_argument("--csv", metavar="FILE", help="write one CSV row per point to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write the figure (three panels) to FILE.png")
     p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument(
-        "--model-arg",
-        action="append",
-        type=_args.key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra model builder argument, repeatable (e.g. width=0.25)",
-    )
+    _args.add_model_args(p)
     p.add_argument(
         "--bottleneck",
         metavar="CKPT",

@@ -371,6 +371,91 @@ def _codec_times(row: CodecRow, kind: str) -> tuple[float, float, bool]:
     return nbytes / enc / 1e3, nbytes / dec / 1e3, True
 
 
+def _coded(
+    row: CodecRow,
+    *,
+    bundle: str,
+    head_ms: float,
+    tail_ms: float,
+    device_memory_bytes: int,
+    untimed: tuple[str, ...] = (),
+) -> Candidate:
+    """A candidate that sends ``row``'s payload (a split point's tensors, or the image
+    when ``row.split`` is ``None``) in a request for ``bundle``."""
+    if row.split is not None:
+        kind, name, coded = "split", f"{row.split} {row.codec}", "tensor"
+    else:
+        kind, name = "image", f"image {row.codec}"
+        coded = "png" if row.codec.startswith("png") else "jpeg"
+    enc, dec, estimated = _codec_times(row, coded)
+    return Candidate(
+        name=name,
+        kind=kind,
+        split=row.split,
+        codec=row.codec,
+        head_ms=head_ms,
+        encode_ms=enc,
+        payload_bytes=row.payload_bytes,
+        wire_bytes=row.payload_bytes + request_overhead_bytes(bundle, row.payload_bytes),
+        decode_ms=dec,
+        tail_ms=tail_ms,
+        drop_points=row.drop_points,
+        device_memory_bytes=device_memory_bytes,
+        estimated=(("encode_ms", "decode_ms") if estimated else ()) + untimed,
+    )
+
+
+def _check_inputs(profile: Profile, rate: RateAccuracy, heads, server: Profile | None) -> None:
+    check_same_model(profile.path, profile.model, profile.input, rate.path, rate.model, rate.input)
+    if server is not None:
+        check_same_model(
+            profile.path, profile.model, profile.input, server.path, server.model, server.input
+        )
+    for name, n in rate.elements.items():
+        p = profile.points.get(name)
+        if p is not None and p.elements != n:
+            raise PlanError(
+                f"{rate.path} sends {n:,} elements at {name} but {profile.path} {p.elements:,}: "
+                "not the same model (different model arguments, e.g. width?)"
+            )
+    if not any(p.head_ms is not None for p in profile.points.values()) and not heads:
+        raise PlanError(
+            f"{profile.path} has no measured head times: write it with "
+            "splitnet profile --measure-fps --json"
+        )
+
+
+def _split_candidates(
+    profile: Profile, rate: RateAccuracy, heads: Sequence[HeadTiming], srv: Profile
+) -> tuple[list[Candidate], dict[str, str]]:
+    """Every split point x codec row that both files time; ``skipped``: point -> why not."""
+    out, skipped = [], {}
+    for row in rate.rows:
+        point, tail = profile.points.get(row.split), srv.points.get(row.split)
+        learned = row.codec.startswith("learned")
+        # a bench-head of a learned codec's bundle times its head with the encoder in it
+        bench = [h for h in heads if h.split == row.split and (h.codec == "learned") == learned]
+        head_ms = bench[-1].head_ms if bench else (point.head_ms if point else None)
+        if point is None or head_ms is None:
+            skipped[row.split] = f"no head time in {profile.path}"
+            continue
+        if tail is None or tail.tail_ms is None:
+            skipped[row.split] = f"no tail time in {srv.path}"
+            continue
+        untimed = (("tail_ms",) if bench else ("head_ms", "tail_ms")) if learned else ()
+        out.append(
+            _coded(
+                row,
+                bundle=f"{rate.model}.{row.split}",
+                head_ms=head_ms,
+                tail_ms=tail.tail_ms,
+                device_memory_bytes=point.device_memory_bytes,
+                untimed=untimed,
+            )
+        )
+    return out, skipped
+
+
 def build_candidates(
     profile: Profile,
     rate: RateAccuracy,
@@ -388,73 +473,12 @@ def build_candidates(
 
     Raises:
         PlanError: files of different models or inputs; a sweep whose crossing tensors
-            differ from the profile's (other model arguments); no whole-model timing for
-            either baseline; no split point that both files cover.
+            differ from the profile's (other model arguments); no head times; no
+            whole-model timing for either baseline; no split point that both files cover.
     """
-    check_same_model(profile.path, profile.model, profile.input, rate.path, rate.model, rate.input)
+    _check_inputs(profile, rate, heads, server)
     srv = server or profile
-    if server is not None:
-        check_same_model(
-            profile.path, profile.model, profile.input, server.path, server.model, server.input
-        )
-    for name, n in rate.elements.items():
-        p = profile.points.get(name)
-        if p is not None and p.elements != n:
-            raise PlanError(
-                f"{rate.path} sends {n:,} elements at {name} but {profile.path} {p.elements:,}: "
-                "not the same model (different model arguments, e.g. width?)"
-            )
-    if not any(p.head_ms is not None for p in profile.points.values()) and not heads:
-        raise PlanError(
-            f"{profile.path} has no measured head times: write it with "
-            "splitnet profile --measure-fps --json"
-        )
-    notes: list[str] = []
-    out: list[Candidate] = []
-    skipped: dict[str, str] = {}
-    estimated_codec = False
-    bottleneck_untimed = False
-    for row in rate.rows:
-        point = profile.points.get(row.split)
-        tail = srv.points.get(row.split)
-        learned = row.codec.startswith("learned")
-        bench = [h for h in heads if h.split == row.split and (h.codec == "learned") == learned]
-        head_ms = bench[-1].head_ms if bench else (point.head_ms if point else None)
-        if point is None or head_ms is None:
-            skipped[row.split] = f"no head time in {profile.path}"
-            continue
-        if tail is None or tail.tail_ms is None:
-            skipped[row.split] = f"no tail time in {srv.path}"
-            continue
-        enc, dec, est = _codec_times(row, "tensor")
-        estimated_codec |= est
-        estimated = ("encode_ms", "decode_ms") if est else ()
-        if learned:
-            bottleneck_untimed = True
-            estimated += ("tail_ms",) if bench else ("head_ms", "tail_ms")
-        out.append(
-            Candidate(
-                name=f"{row.split} {row.codec}",
-                kind="split",
-                split=row.split,
-                codec=row.codec,
-                head_ms=head_ms,
-                encode_ms=enc,
-                payload_bytes=row.payload_bytes,
-                wire_bytes=row.payload_bytes
-                + request_overhead_bytes(f"{rate.model}.{row.split}", row.payload_bytes),
-                decode_ms=dec,
-                tail_ms=tail.tail_ms,
-                drop_points=row.drop_points,
-                device_memory_bytes=point.device_memory_bytes,
-                estimated=estimated,
-            )
-        )
-    if skipped:
-        notes.append(
-            "skipped (not timed): "
-            + ", ".join(f"{name} ({why})" for name, why in sorted(skipped.items()))
-        )
+    out, skipped = _split_candidates(profile, rate, heads, srv)
     if not out and rate.rows:
         raise PlanError(
             f"no split point of {rate.path} is timed in {profile.path}"
@@ -466,35 +490,29 @@ def build_candidates(
             f"{srv.path} has no whole-model time for the image baselines: profile with "
             "--measure-fps (or, on the server, --measure-tail cpu|cuda)"
         )
-    for row in rate.images:
-        fmt = "png" if row.codec.startswith("png") else "jpeg"
-        enc, dec, est = _codec_times(row, fmt)
-        estimated_codec |= est
-        out.append(
-            Candidate(
-                name=f"image {row.codec}",
-                kind="image",
-                split=None,
-                codec=row.codec,
-                head_ms=0.0,
-                encode_ms=enc,
-                payload_bytes=row.payload_bytes,
-                wire_bytes=row.payload_bytes
-                + request_overhead_bytes(f"{rate.model}.image", row.payload_bytes),
-                decode_ms=dec,
-                tail_ms=srv.model_ms,
-                drop_points=row.drop_points,
-                device_memory_bytes=0,
-                estimated=("encode_ms", "decode_ms") if est else (),
-            )
+    out += [
+        _coded(
+            row,
+            bundle=f"{rate.model}.image",
+            head_ms=0.0,
+            tail_ms=srv.model_ms,
+            device_memory_bytes=0,
         )
-    if estimated_codec:
+        for row in rate.images
+    ]
+    notes = []
+    if skipped:
+        notes.append(
+            "skipped (not timed): "
+            + ", ".join(f"{name} ({why})" for name, why in sorted(skipped.items()))
+        )
+    if any("encode_ms" in c.estimated for c in out):
         mbps = ", ".join(f"{k} {e:g}/{d:g}" for k, (e, d) in ESTIMATED_MBPS.items())
         notes.append(
             f"{rate.path} records no codec times: encode/decode estimated from MB/s measured "
             f"on a 2-core x86_64 VM ({mbps} MB/s of input); run rate-accuracy again to measure them"
         )
-    if bottleneck_untimed:
+    if any(c.kind == "split" and c.codec.startswith("learned") for c in out):
         notes.append(
             "learned-* rows: the bottleneck's decoder is not timed (the point's tail is), nor its "
             "encoder unless a bench-head --json of its bundle is given with --profile"
@@ -503,9 +521,10 @@ def build_candidates(
         "device-only: the whole model on the device, nothing sent; its drop is taken as 0 "
         "(FP16 weights, parity checked at export)"
     )
-    where = srv.tail_device or "cpu"
     source = "--server-profile" if server else "the device profile"
-    notes.append(f"server times: tails and whole model timed in torch on {where} ({source})")
+    notes.append(
+        f"server times: tails and whole model timed in torch on {srv.tail_device or 'cpu'} ({source})"
+    )
     framing = sorted({round(c.wire_bytes - c.payload_bytes) for c in out if c.wire_bytes})
     notes.append(
         f"bytes per frame: the measured payload + {framing[0]}-{framing[-1]} bytes of the "

@@ -158,6 +158,16 @@ def _kind(doc: dict) -> str:
     return "unknown"
 
 
+def _load_kind(path: str, wanted: tuple[str, ...], usage: str) -> tuple[dict, str]:
+    """The document at ``path`` and its kind, which must be one of ``wanted``."""
+    doc = _load(path)
+    kind = _kind(doc)
+    if kind not in wanted:
+        what = f"a {kind} file" if kind != "unknown" else "not a file splitnet wrote"
+        raise PlanError(f"{path} is {what}, not {usage}")
+    return doc, kind
+
+
 def _need(doc: dict, key: str, path: str, what: str) -> Any:
     try:
         return doc[key]
@@ -202,13 +212,9 @@ def read_profile(path: str | os.PathLike) -> Profile:
         PlanError: a missing file, not JSON, or another kind of document.
     """
     path = os.fspath(path)
-    doc = _load(path)
-    kind = _kind(doc)
-    if kind != "profile":
-        raise PlanError(
-            f"{path} is {'a ' + kind + ' file' if kind != 'unknown' else 'not a file splitnet wrote'}"
-            ", not a profile (splitnet profile --measure-fps --json FILE)"
-        )
+    doc, _ = _load_kind(
+        path, ("profile",), "a profile (splitnet profile --measure-fps --json FILE)"
+    )
     points = [_point(d, path) for d in doc["points"]]
     whole = _point(doc["whole_model"], path) if doc.get("whole_model") else None
     if whole is None:
@@ -260,18 +266,14 @@ def read_device_files(paths: list[str]) -> tuple[Profile, list[HeadTiming]]:
             or bench-head timings of another model or input than the profile's.
     """
     profiles, heads = [], []
-    for path in paths:
-        doc = _load(path)
-        kind = _kind(doc)
+    for path in map(os.fspath, paths):
+        doc, kind = _load_kind(
+            path, ("profile", "bench-head"), "a profile or bench-head --json document"
+        )
         if kind == "bench-head":
-            heads.append(_head_timing(doc, os.fspath(path)))
-        elif kind == "profile":
-            profiles.append(read_profile(path))
+            heads.append(_head_timing(doc, path))
         else:
-            raise PlanError(
-                f"{path} is {'a ' + kind + ' file' if kind != 'unknown' else 'not a file splitnet wrote'}"
-                ", not a profile or bench-head --json document"
-            )
+            profiles.append(read_profile(path))
     if len(profiles) != 1:
         raise PlanError(
             f"--profile needs exactly one splitnet profile --json file, got {len(profiles)} "
@@ -290,13 +292,7 @@ def read_rate_accuracy(path: str | os.PathLike) -> RateAccuracy:
         PlanError: a missing file, not JSON, or another kind of document.
     """
     path = os.fspath(path)
-    doc = _load(path)
-    kind = _kind(doc)
-    if kind != "rate-accuracy":
-        raise PlanError(
-            f"{path} is {'a ' + kind + ' file' if kind != 'unknown' else 'not a file splitnet wrote'}"
-            ", not a rate-accuracy results.json"
-        )
+    doc, _ = _load_kind(path, ("rate-accuracy",), "a rate-accuracy results.json")
     what = "rate-accuracy results.json"
     shape = _shape(doc, path, what)
     rows, elements = [], {}
