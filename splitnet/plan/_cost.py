@@ -187,7 +187,7 @@ class Cost:
             "transfer_ms": self.transfer_ms,
             "link_ms": self.link_ms,
             "latency_ms": self.latency_ms,
-            "fps": self.fps,
+            "fps": self.fps if math.isfinite(self.fps) else None,  # JSON has no infinity
             "bottleneck": self.bottleneck,
             "meets_bounds": not self.misses,
             "misses": dict(self.misses),
