@@ -53,6 +53,7 @@ def test_every_splitnet_error_is_under_the_root():
     from splitnet.export import ExportError
     from splitnet.export._parity import ParityError
     from splitnet.models._registry import ModelError
+    from splitnet.plan import PlanError
     from splitnet.profile._report import ProfileError
     from splitnet.split import SplitError
     from splitnet.train._metrics import TrainError
@@ -68,6 +69,7 @@ def test_every_splitnet_error_is_under_the_root():
         FrameError,
         ModelError,
         ParityError,
+        PlanError,
         ProfileError,
         SplitError,
         TrainError,

@@ -181,3 +181,95 @@ def test_image_folder_and_video_sources(tmp_path):
     writer.release()
     frames = list(open_source(str(video), height=32, width=64))
     assert len(frames) == 4 and frames[0].shape == (32, 64, 3)
+
+
+def test_link_emulator_is_a_token_bucket():
+    from splitnet.device import LinkEmulator, parse_link
+
+    now = [0.0]
+    link = LinkEmulator(8e6, 0.01, clock=lambda: now[0])  # 1 MB/s, 10 ms one way
+    # back to back: each 100 kB message leaves 0.1 s after the one before it
+    assert [link.reserve(100_000) for _ in range(3)] == pytest.approx([0.11, 0.21, 0.31])
+    link.set(bandwidth_bps=16e6)  # twice as fast for what comes next
+    assert link.reserve(100_000) == pytest.approx(0.36)
+    now[0] = 10.0  # an idle link starts at once; with no burst, tokens do not pile up
+    assert link.reserve(100_000) == pytest.approx(10.06)
+    burst = LinkEmulator(8e6, burst_bytes=200_000, clock=lambda: now[0])
+    assert [burst.reserve(100_000) for _ in range(3)] == pytest.approx([10.0, 10.0, 10.1])
+    assert (link.bytes_sent, link.messages) == (500_000, 5)
+    parsed = parse_link("20Mbit/s,15ms")
+    assert (parsed.bandwidth_bps, parsed.delay_s) == (20e6, 0.015)
+    assert parse_link("2.5MB/s").bandwidth_bps == 20e6 and parse_link("1Gbps").delay_s == 0
+    for bad in ("20 furlongs", "20Mbit/s,15 fortnights", "0Mbit/s"):
+        with pytest.raises(ValueError, match="bandwidth|duration"):
+            parse_link(bad)
+
+
+def test_emulated_link_limits_the_uplink_and_follows_a_change_mid_run(repository, models, tmp_path):
+    """Throughput at a set bandwidth is the limit (within 15%), and a new limit set during
+    the run takes over; every frame's result arrives once, in spite of the change."""
+    import time
+
+    from splitnet.device import LinkEmulator
+
+    n, per_frame = 48, (0.04, 0.12)  # seconds per frame on the link before and after the change
+    link = LinkEmulator(1e9)  # unlimited until the request size is known
+    answered: list[float] = []  # when each answer arrived
+    limits: list[float] = []
+
+    async def body(server, port):
+        cfg = DaemonConfig(
+            bundle=repository / "unet",
+            servers=(f"127.0.0.1:{port}",),
+            frames=n,
+            out=tmp_path,
+            window=4,
+            emulate_link=link,
+        )
+        daemon = DeviceDaemon(cfg)
+        assert daemon.link is link
+        answer = daemon._answer
+
+        def timed_answer(response):
+            answered.append(time.perf_counter())
+            answer(response)
+            size = link.bytes_sent / link.messages
+            if len(answered) == 1:
+                limits.append(8 * size / per_frame[0])
+                link.set(bandwidth_bps=limits[0])
+            elif len(answered) == n // 2:
+                limits.append(8 * size / per_frame[1])
+                link.set(bandwidth_bps=limits[1])
+
+        daemon._answer = timed_answer
+        return await daemon.run()
+
+    summary = run_with_server(repository, models, body)
+    assert summary.ok == n and summary.unacknowledged == 0 and summary.failed == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [f"{i:08d}.png" for i in range(n)]
+    size = summary.wire_bytes / summary.frames_sent
+
+    def bits_per_s(a: int, b: int) -> float:
+        return 8 * size * (b - a) / (answered[b] - answered[a])
+
+    # the frames already in the link when the limit changes drain at the old rate first
+    before, after = bits_per_s(6, n // 2 - 1), bits_per_s(n // 2 + 5, n - 1)
+    gaps = [round(1000 * (b - a)) for a, b in zip(answered, answered[1:], strict=False)]
+    assert before == pytest.approx(limits[0], rel=0.15), (before, limits, gaps)
+    assert after == pytest.approx(limits[1], rel=0.15), (after, limits, gaps)
+
+
+def test_emulated_delay_is_added_each_way(repository, models, tmp_path):
+    async def body(server, port):
+        cfg = DaemonConfig(
+            bundle=repository / "unet",
+            servers=(f"127.0.0.1:{port}",),
+            frames=6,
+            window=2,
+            emulate_link="1Gbit/s,40ms",
+        )
+        return await DeviceDaemon(cfg).run()
+
+    summary = run_with_server(repository, models, body)
+    assert summary.ok == 6 and summary.unacknowledged == 0
+    assert summary.latency_mean_ms >= 80  # 40 ms there, 40 ms back

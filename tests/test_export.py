@@ -574,6 +574,15 @@ def test_cli_export_and_bench(tmp_path, capsys):
     assert main(["bench-head", str(out), "--seconds", "0.2", "--warmup", "0"]) == 0
     text = capsys.readouterr().out
     assert "FPS" in text and f"benchmark_app -m {out / 'head.xml'}" in text
+    argv = ["bench-head", str(out), "--seconds", "0.1", "--warmup", "0", "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)  # says which bundle, for splitnet plan
+    assert (doc["model"], doc["split"], doc["input"]) == (
+        "unet-vgg16",
+        "encoder.block1.pool",
+        [3, 64, 64],
+    )
+    assert doc["codec"] == read_manifest(out).codec["name"] and doc["latency_ms_mean"] > 0
 
 
 @pytest.mark.parametrize(

@@ -213,6 +213,10 @@ def test_plot_rejects_an_fps_not_in_the_report(small_report, tmp_path):
         ),
         (["profile", "mobilenet-v2", "--input", "3x64x64", "--plot", "a.pdf"], ".png"),
         (
+            ["profile", "mobilenet-v2", "--input", "3x64x64", "--measure-tail", "tpu"],
+            "invalid choice",
+        ),
+        (
             ["profile", "mobilenet-v2", "--input", "3x64x64", "--kind", "pool", "--all"],
             "not allowed",
         ),
@@ -243,3 +247,53 @@ def test_measure_fps_times_the_exported_head_and_the_tail(capsys):
         assert p["exported_head_bytes"] > 0
     # the deeper head holds more weights
     assert doc["points"][1]["exported_head_bytes"] > doc["points"][0]["exported_head_bytes"]
+    # the whole model as one head (the device-only baseline of splitnet plan) and in torch
+    whole = doc["whole_model"]
+    assert whole["server_macs"] == 0 and whole["device_fps"] > 0
+    assert whole["device_macs"] == doc["total_macs"]
+    assert doc["model_latency_ms"] > 0 and doc["tail_device"] == "cpu"
+
+
+def test_measure_tail_times_the_torch_side_only(capsys):
+    """--measure-tail: the server profile, without OpenVINO (no export, no head timing)."""
+    import json
+
+    argv = ["profile", "resnet18", "--input", "3x32x32", "--points", "maxpool,layer1.0.add"]
+    assert main([*argv, "--measure-tail", "cpu", "--measure-seconds", "0.1", "--json", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [p["device_fps"] for p in doc["points"]] == [None, None]
+    assert all(p["tail_latency_ms"] > 0 for p in doc["points"])
+    assert doc["tail_device"] == "cpu" and doc["model_latency_ms"] > 0
+    assert "whole_model" not in doc
+
+
+@pytest.mark.gpu
+def test_measure_tail_on_cuda(capsys):
+    import json
+
+    argv = ["profile", "resnet18", "--input", "3x32x32", "--points", "layer1.0.add"]
+    assert main([*argv, "--measure-tail", "cuda", "--measure-seconds", "0.1", "--json", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["tail_device"] == "cuda" and doc["points"][0]["tail_latency_ms"] > 0
+
+
+def test_measure_tail_on_cuda_without_cuda_is_one_line(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    argv = ["profile", "resnet18", "--input", "3x32x32", "--points", "layer1.0.add"]
+    assert main([*argv, "--measure-tail", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_profile_takes_model_arguments(capsys):
+    import json
+
+    argv = ["profile", "unet-vgg16", "--input", "3x32x64", "--kind", "pool", "--json", "-"]
+    assert main([*argv, "--model-arg", "width=0.25"]) == 0
+    narrow = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert narrow["points"][0]["elements"] * 4 == full["points"][0]["elements"]
+    assert "tail_device" not in full  # nothing measured: the document is as before

@@ -76,6 +76,9 @@ def test_rate_accuracy_through_the_real_codec(tiny_checkpoint):
     assert abs(q8["drop_points"]) <= 1.0  # 8 bits barely changes the masks
     for r in (q8, q2):
         assert r["drop_points"] == pytest.approx(100 * (ref - r["mean_dice"]))
+    # the codec's own times per frame, what splitnet plan costs encode and decode with
+    for r in (q8, q2, png, jpeg):
+        assert r["encode_ms"] > 0 and r["decode_ms"] > 0
 
     report = RateAccuracyReport.from_dict(doc)
     targets = [t.to_dict() for t in report.check_target(max_drop_points=0.5, max_bits=0.0001)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from splitnet._errors import ConfigError
 from splitnet._shapes import ShapeError, parse_shape
@@ -46,6 +47,30 @@ def float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {text!r}"
         ) from None
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """``"width=0.25"`` -> ``("width", 0.25)``; values are parsed as JSON when they can be."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed: object = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """``--model-arg KEY=VALUE`` (repeatable): extra keywords of the model's builder."""
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra model builder argument, repeatable (e.g. width=0.25)",
+    )
 
 
 def name_list(text: str) -> list[str]:

@@ -49,7 +49,17 @@ def run(args: argparse.Namespace) -> int:
     )
     xml = Path(args.bundle) / "head.xml"
     if args.json:
-        print(json.dumps({**result.to_dict(), "device": args.head_device}, indent=2))
+        from splitnet.bundle import read_manifest
+
+        m = read_manifest(args.bundle, verify=False)
+        # what the bundle is, so that splitnet plan can match the timing to its split point
+        bundle = {
+            "model": m.model,
+            "input": list(m.input.shape),
+            "split": m.split["name"],
+            "codec": m.codec["name"],
+        }
+        print(json.dumps({**result.to_dict(), "device": args.head_device, **bundle}, indent=2))
         return 0
     print(result)
     print(

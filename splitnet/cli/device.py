@@ -46,6 +46,12 @@ def add_parser(sub) -> None:
         help="give up after this many seconds without a server",
     )
     p.add_argument("--probabilities", action="store_true", help="also fetch class probabilities")
+    p.add_argument(
+        "--emulate-link",
+        metavar="BANDWIDTH[,DELAY]",
+        help="for experiments: limit the uplink to BANDWIDTH with a one-way DELAY each way, "
+        "e.g. 20Mbit/s,15ms (a token bucket in the daemon)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run, parser=p)
 
@@ -53,7 +59,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from splitnet.device import DaemonConfig, run_daemon
+    from splitnet.device import DaemonConfig, parse_link, run_daemon
 
     if args.config:
         _args.apply_config_file(args.parser, args, args.config)
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         retry_timeout_s=args.retry_timeout,
         probabilities=args.probabilities,
         seed=args.seed,
+        emulate_link=parse_link(args.emulate_link) if args.emulate_link else None,
     )
     summary = run_daemon(config)
     print(json.dumps(asdict(summary), indent=2) if args.json else summary.format())

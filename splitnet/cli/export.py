@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from splitnet._errors import ConfigError
 from splitnet.cli import _args
-
-
-def _key_value(text: str) -> tuple[str, object]:
-    """``"width=0.25"`` -> ``("width", 0.25)``; values are parsed as JSON when they can be."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        parsed: object = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    return key.strip(), parsed
 
 
 def add_parser(sub) -> None:
@@ -36,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--codec-opt",
         action="append",
-        type=_key_value,
+        type=_args.key_value,
         default=[],
         metavar="KEY=VALUE",
         help="codec option, repeatable (e.g. entropy=ans)",
@@ -50,14 +37,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--name", help="name a server registers (default MODEL.POINT)")
     p.add_argument("--num-classes", type=int)
-    p.add_argument(
-        "--model-arg",
-        action="append",
-        type=_key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra model builder argument, repeatable (e.g. width=0.25)",
-    )
+    _args.add_model_args(p)
     p.add_argument(
         "--tolerance",
         type=float,

@@ -31,6 +31,7 @@ COMMANDS = (
     "train-bottleneck",
     "evaluate",
     "rate-accuracy",
+    "plan",
 )
 
 

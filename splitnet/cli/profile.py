@@ -48,6 +48,12 @@ def add_parser(sub) -> None:
         "and the tail's latency in torch",
     )
     p.add_argument(
+        "--measure-tail",
+        choices=("cpu", "cuda"),
+        help="time each point's tail and the whole model in torch on this device, without "
+        "OpenVINO: run on the server, the --server-profile of splitnet plan",
+    )
+    p.add_argument(
         "--measure-seconds",
         type=float,
         default=3.0,
@@ -63,6 +69,7 @@ def add_parser(sub) -> None:
     p.add_argument("--csv", metavar="FILE", help="write one CSV row per point to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write the figure (three panels) to FILE.png")
     p.add_argument("--num-classes", type=int, default=None)
+    _args.add_model_args(p)
     p.add_argument(
         "--bottleneck",
         metavar="CKPT",
@@ -95,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
         progress=not json_only,
         measure_fps=args.measure_fps,
+        measure_tail=args.measure_tail,
         measure_seconds=args.measure_seconds,
+        **dict(args.model_arg),
     )
     if args.json and not json_only:
         _write(args.json, report.to_json() + "\n")

@@ -11,6 +11,7 @@ Example:
 """
 
 from splitnet.device._daemon import DaemonConfig, DeviceDaemon, Summary, run_daemon
+from splitnet.device._link import LinkEmulator, parse_link
 from splitnet.device._runner import DeviceError, FrameError, HeadRunner
 from splitnet.device._sources import (
     FrameRequest,
@@ -30,11 +31,13 @@ __all__ = [
     "FrameSource",
     "HeadBenchmark",
     "HeadRunner",
+    "LinkEmulator",
     "Summary",
     "benchmark_callable",
     "benchmark_head",
     "list_frame_sources",
     "open_source",
+    "parse_link",
     "register_frame_source",
     "run_daemon",
 ]

@@ -25,6 +25,7 @@ import grpc
 import numpy as np
 
 from splitnet._errors import ConfigError
+from splitnet.device._link import LinkEmulator, parse_link
 from splitnet.device._runner import DeviceError
 from splitnet.device._sources import open_source
 from splitnet.wire import (
@@ -69,6 +70,9 @@ class DaemonConfig:
         retry_timeout_s: give up when no server answers for this long.
         probabilities: ask for class probabilities too.
         seed: seed of the ``synthetic`` source's frames.
+        emulate_link: limit the uplink for an experiment: ``"20Mbit/s,15ms"`` (bandwidth,
+            one-way delay; see :class:`~splitnet.device.LinkEmulator`), or a
+            ``LinkEmulator`` to change during the run (``daemon.link.set(...)``).
     """
 
     bundle: str | Path
@@ -87,6 +91,7 @@ class DaemonConfig:
     probabilities: bool = False
     device_id: str | None = None
     seed: int = 0
+    emulate_link: str | LinkEmulator | None = None
 
 
 @dataclass
@@ -151,6 +156,8 @@ class DeviceDaemon:
         if config.fps is not None and config.fps <= 0:
             raise ConfigError(f"fps must be > 0, got {config.fps}")
         self.config = config
+        link = config.emulate_link
+        self.link: LinkEmulator | None = parse_link(link) if isinstance(link, str) else link
         self.runner = HeadRunner(config.bundle, device=config.device)
         self.manifest = self.runner.manifest
         self.codec = self.manifest.make_codec()
@@ -325,7 +332,13 @@ class DeviceDaemon:
             try:
                 async for response in call:
                     backoff, last_ok = 0.1, time.perf_counter()
-                    self._answer(response)
+                    if self.link is not None and self.link.delay_s > 0:
+                        # the answer's way back through the emulated link
+                        asyncio.get_running_loop().call_later(
+                            self.link.delay_s, self._answer, response
+                        )
+                    else:
+                        self._answer(response)
                 await writer
                 return
             except grpc.aio.AioRpcError as e:
@@ -352,6 +365,8 @@ class DeviceDaemon:
                 await asyncio.gather(writer, return_exceptions=True)
 
     async def _write(self, call, queue: asyncio.Queue[_Pending], resend: list[_Pending]) -> None:
+        if self.link is not None:
+            return await self._write_through_link(call, queue, resend)
         for p in resend:
             if p.frame_id in self._pending:
                 self.summary.resent += 1
@@ -365,6 +380,43 @@ class DeviceDaemon:
         p.sent += 1
         self.summary.wire_bytes += len(p.request)
         await call.write(p.request)
+
+    async def _write_through_link(
+        self, call, queue: asyncio.Queue[_Pending], resend: list[_Pending]
+    ) -> None:
+        """:meth:`_write` through the emulated link: each request is written when the
+        link says it arrives, in order; a frame in the link counts as sent, so a break
+        re-sends it like any other unanswered frame."""
+        link = self.link
+        assert link is not None
+        in_link: asyncio.Queue[tuple[float, _Pending]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                arrives, p = await in_link.get()
+                wait = arrives - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await call.write(p.request)
+
+        def put(p: _Pending) -> None:
+            p.sent += 1
+            self.summary.wire_bytes += len(p.request)
+            in_link.put_nowait((link.reserve(len(p.request)), p))
+
+        delivery = asyncio.create_task(deliver())
+        try:
+            for p in resend:
+                if p.frame_id in self._pending:
+                    self.summary.resent += 1
+                    put(p)
+            while True:  # a break shows on the reading side, which cancels this writer
+                p = await queue.get()
+                if p.frame_id in self._pending:
+                    put(p)
+        finally:
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
 
     def _answer(self, response: pb.ModelStreamInferResponse) -> None:
         params = response.infer_response.parameters

@@ -259,6 +259,7 @@ def profile_model(
     num_classes: int | None = None,
     progress: bool = False,
     measure_fps: bool = False,
+    measure_tail: str | None = None,
     measure_seconds: float = 3.0,
     **model_kwargs,
 ) -> ProfileReport:
@@ -272,7 +273,12 @@ def profile_model(
         num_classes: output classes (default: the model's).
         measure_fps: also export each point and time its head with OpenVINO
             (``device_fps``, as ``splitnet bench-head``) and its tail in torch
-            (``tail_latency_ms``), ``measure_seconds`` each.
+            on the CPU (``tail_latency_ms``), ``measure_seconds`` each; the whole
+            model is exported and timed as one head too (``whole_model``).
+        measure_tail: ``"cpu"`` or ``"cuda"``: time each point's tail and the whole
+            model in torch on that device, without OpenVINO (on the server machine,
+            this is the server profile of ``splitnet plan``); with ``measure_fps``
+            these tail times replace the CPU ones.
         **model_kwargs: passed to ``create_model`` (e.g. ``width=0.25``).
     """
     import torch
@@ -288,18 +294,36 @@ def profile_model(
     if not chosen:
         raise SplitError(f"no split point of {name} matches the selection")
     report = profile_graph(g, chosen, bits=bits, fps=fps, image=image, progress=progress)
-    if measure_fps:
-        from splitnet.profile._measure import measure_records
+    if not (measure_fps or measure_tail):
+        return report
+    from splitnet.profile import _measure
 
-        records = measure_records(
+    if measure_tail is not None:
+        _measure.torch_device(measure_tail)  # fail before the timing starts
+    records, whole = list(report.points), None
+    if measure_fps:
+        last = profile_graph(g, [g.points[-1]], bits=bits, fps=fps, image=image).points[0]
+        *records, whole = _measure.measure_records(
             model,
-            report.points,
+            [*records, last],
             input_shape=input_shape,
             seconds=measure_seconds,
             progress=progress,
         )
-        report = dataclasses.replace(report, points=tuple(records))
-    return report
+    if measure_tail is not None:
+        records = _measure.measure_tails(
+            g, records, seconds=measure_seconds, device=measure_tail, progress=progress
+        )
+    tail_device = measure_tail or "cpu"
+    return dataclasses.replace(
+        report,
+        points=tuple(records),
+        whole_model=whole,
+        model_latency_ms=_measure.measure_model(
+            model, input_shape=input_shape, seconds=measure_seconds, device=tail_device
+        ),
+        tail_device=tail_device,
+    )
 
 
 def check_bits(bits: Iterable[int]) -> tuple[int, ...]:

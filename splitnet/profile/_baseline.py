@@ -9,7 +9,14 @@ import numpy as np
 
 from splitnet.synthetic import make_frame
 
-__all__ = ["PNG_OPTIONS", "STAND_IN", "code_image", "image_png_bytes"]
+__all__ = [
+    "PNG_OPTIONS",
+    "STAND_IN",
+    "code_image",
+    "decode_image",
+    "encode_image",
+    "image_png_bytes",
+]
 
 # The one PNG setting of every image baseline (profile and rate-accuracy): Pillow's
 # strongest lossless setting (zlib level 9 with its optimizer), the fairest
@@ -65,15 +72,25 @@ def code_image(a: np.ndarray, fmt: str, quality: int | None = None) -> tuple[np.
     Returns:
         ``(decoded, payload)``: the decoded samples, shaped as ``a``, and the file's bytes.
     """
+    payload = encode_image(a, fmt, quality)
+    return decode_image(payload, "L" if a.ndim == 2 else "RGB"), payload
+
+
+def encode_image(a: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
+    """The device's half of :func:`code_image`: samples -> PNG or JPEG bytes."""
     from PIL import Image
 
-    img = Image.fromarray(a)
     buf = io.BytesIO()
     if fmt == "png":
-        img.save(buf, format="PNG", **PNG_OPTIONS)
+        Image.fromarray(a).save(buf, format="PNG", **PNG_OPTIONS)
     else:
-        img.save(buf, format="JPEG", quality=quality)
-    payload = buf.getvalue()
+        Image.fromarray(a).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decode_image(payload: bytes, mode: str) -> np.ndarray:
+    """The server's half of :func:`code_image`: bytes -> samples in Pillow ``mode``."""
+    from PIL import Image
+
     with Image.open(io.BytesIO(payload)) as im:
-        decoded = np.asarray(im.convert(img.mode)).copy()
-    return decoded, payload
+        return np.asarray(im.convert(mode)).copy()

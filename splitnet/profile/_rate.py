@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from splitnet.models._preprocess import Normalize
-from splitnet.profile._baseline import code_image
+from splitnet.profile._baseline import decode_image, encode_image
 from splitnet.profile._rate_report import (
     ImageBaselineRecord,
     RateAccuracyRecord,
@@ -103,12 +104,25 @@ def image_roundtrip(
 
     A frame whose channels are equal (a grayscale camera) is sent as one channel.
     """
+    t, size, _, _ = _timed_image_roundtrip(x, fmt, quality)
+    return t, size
+
+
+def _timed_image_roundtrip(
+    x: torch.Tensor, fmt: str, quality: int | None
+) -> tuple[torch.Tensor, int, float, float]:
+    """:func:`image_roundtrip` plus the seconds of its encode (uint8 samples -> bytes)
+    and decode (bytes -> the model's float frame)."""
     a = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     a = a[0] if a.shape[0] == 1 or (a == a[:1]).all() else a.transpose(1, 2, 0)
-    decoded, payload = code_image(a, fmt, quality)
+    t0 = time.perf_counter()
+    payload = encode_image(a, fmt, quality)
+    t1 = time.perf_counter()
+    decoded = decode_image(payload, "L" if a.ndim == 2 else "RGB")
     t = torch.from_numpy(decoded).float().div_(255)
     t = t.permute(2, 0, 1) if t.dim() == 3 else t[None].expand(x.shape[0], -1, -1)
-    return t.contiguous(), len(payload)
+    t = t.contiguous()
+    return t, len(payload), t1 - t0, time.perf_counter() - t1
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -134,8 +148,11 @@ class _Sweep:
     def batches(self, dataset=None):
         return _batches(self.dataset if dataset is None else dataset, self.batch)
 
-    def score(self, scores: dict, nbytes: float, elements: int) -> RateScore:
-        """A record's score: ``nbytes`` sent over all frames, ``elements`` per frame."""
+    def score(
+        self, scores: dict, nbytes: float, elements: int, encode_s: float, decode_s: float
+    ) -> RateScore:
+        """A record's score: ``nbytes`` sent over all frames, ``elements`` per frame,
+        ``encode_s``/``decode_s`` the codec's seconds over all frames."""
         value = scores[self.metric]
         return RateScore(
             value=value,
@@ -143,6 +160,8 @@ class _Sweep:
             kb_per_frame=nbytes / self.frames / 1000,
             bits_per_element=8 * nbytes / (self.frames * elements),
             extra={k: scores[k] for k in ("dice_per_class", "top5") if k in scores},
+            encode_ms=1000 * encode_s / self.frames,
+            decode_ms=1000 * decode_s / self.frames,
         )
 
 
@@ -186,13 +205,18 @@ def _point_records(s: _Sweep, g: SplitGraph, p: SplitPoint, codecs: list, calibr
         codecs = _calibrated(s, head, codecs, calibration_data)
     meters = [s.meter() for _ in codecs]
     nbytes = [0] * len(codecs)
+    seconds = [[0.0, 0.0] for _ in codecs]  # encode, decode
     for x, y, n in s.batches():
         feats = head(s.normalize(x))
         per_frame = [[_to_numpy(f[i : i + 1]) for f in feats] for i in range(n)]
         for k, codec in enumerate(codecs):
+            t0 = time.perf_counter()
             payloads = [codec.encode(arrays) for arrays in per_frame]
-            nbytes[k] += sum(len(b) for b in payloads)
+            t1 = time.perf_counter()
             decoded = [codec.decode(b) for b in payloads]
+            seconds[k][0] += t1 - t0
+            seconds[k][1] += time.perf_counter() - t1
+            nbytes[k] += sum(len(b) for b in payloads)
             tensors = [
                 _pad(torch.from_numpy(np.concatenate([d[j] for d in decoded])), s.batch)
                 for j in range(len(feats))
@@ -200,8 +224,8 @@ def _point_records(s: _Sweep, g: SplitGraph, p: SplitPoint, codecs: list, calibr
             meters[k].update(tail(*tensors)[:n], y)
     elements = p.elements // s.batch
     results = tuple(
-        RateAccuracyRecord(codec.name, s.score(m.compute(), b, elements))
-        for codec, m, b in zip(codecs, meters, nbytes, strict=True)
+        RateAccuracyRecord(codec.name, s.score(m.compute(), b, elements, *t))
+        for codec, m, b, t in zip(codecs, meters, nbytes, seconds, strict=True)
     )
     return _rate_point(s, p, results)
 
@@ -227,15 +251,21 @@ def _bottleneck_record(s: _Sweep, path: str) -> tuple[str, RateAccuracyRecord]:
     name = getattr(s.model, "splitnet_name", None)
     bn, state = load_bottleneck(path, model=name, input_shape=s.frame_shape)
     codec = get_codec("learned", tables=state["tables"])
-    meter, total = s.meter(), 0
+    meter, total, encode_s, decode_s = s.meter(), 0, 0.0, 0.0
     for x, y, n in s.batches():
         latent = bn.encoder(*bn.head(s.normalize(x)))
-        payloads = [codec.encode([_to_numpy(latent[i : i + 1])]) for i in range(n)]
-        total += sum(len(b) for b in payloads)
+        per_frame = [_to_numpy(latent[i : i + 1]) for i in range(n)]
+        t0 = time.perf_counter()
+        payloads = [codec.encode([a]) for a in per_frame]
+        t1 = time.perf_counter()
         decoded = np.concatenate([codec.decode(b)[0] for b in payloads])
+        encode_s, decode_s = encode_s + t1 - t0, decode_s + time.perf_counter() - t1
+        total += sum(len(b) for b in payloads)
         meter.update(bn.tail(*bn.decoder(_pad(torch.from_numpy(decoded), s.batch)))[:n], y)
     elements = sum(math.prod(shape[1:]) for shape in state["crossing"])
-    score = s.score(meter.compute(), total, elements)
+    # the codec's times only: the bottleneck's encoder (device) and decoder (server) are
+    # network layers, timed with the head and tail (bench-head on its bundle)
+    score = s.score(meter.compute(), total, elements, encode_s, decode_s)
     return state["split"], RateAccuracyRecord(f"learned-beta{state['beta']:g}", score)
 
 
@@ -261,16 +291,16 @@ def _image_baselines(s: _Sweep) -> tuple[ImageBaselineRecord, ...]:
     input_elements = math.prod(s.frame_shape)
     out = []
     for fmt, quality in tqdm(variants, desc="image baselines", **s.show):
-        m, total = s.meter(), 0
+        m, total, encode_s, decode_s = s.meter(), 0, 0.0, 0.0
         for x, y, n in s.batches():
             frames_hat = []
             for i in range(n):
-                xi, size = image_roundtrip(x[i], fmt, quality)
+                xi, size, enc, dec = _timed_image_roundtrip(x[i], fmt, quality)
                 frames_hat.append(xi)
-                total += size
+                total, encode_s, decode_s = total + size, encode_s + enc, decode_s + dec
             m.update(s.model(s.normalize(_pad(torch.stack(frames_hat), s.batch)))[:n], y)
         name = fmt if quality is None else f"jpeg{quality}"
-        score = s.score(m.compute(), total, input_elements)
+        score = s.score(m.compute(), total, input_elements, encode_s, decode_s)
         out.append(ImageBaselineRecord(name, fmt, quality, score))
     return tuple(out)
 

@@ -43,6 +43,10 @@ class RateScore:
         kb_per_frame: mean kB (10^3 bytes) sent per frame.
         bits_per_element: bits sent per element crossing (or, for a baseline, per input element).
         extra: the other scores (``dice_per_class``, ``top5``) where the task has them.
+        encode_ms, decode_ms: mean time per frame of the codec's encode (tensors or
+            image -> bytes) and decode (bytes -> what the tail or model takes), one
+            frame at a time on the machine that ran the sweep; ``None`` in files
+            written before they were measured.
     """
 
     value: float
@@ -50,16 +54,24 @@ class RateScore:
     kb_per_frame: float
     bits_per_element: float
     extra: dict[str, Any] = field(default_factory=dict)
+    encode_ms: float | None = None
+    decode_ms: float | None = None
 
     def to_dict(self, metric: str) -> dict:
-        """The score's JSON keys, in the order of the file: metric, drop, kB, extras, bits."""
-        return {
+        """The score's JSON keys, in the order of the file: metric, drop, kB, extras, bits,
+        then the codec's times where measured."""
+        doc = {
             metric: self.value,
             "drop_points": self.drop_points,
             "kb_per_frame": self.kb_per_frame,
             **self.extra,
             "bits_per_element": self.bits_per_element,
         }
+        if self.encode_ms is not None:
+            doc["encode_ms"] = self.encode_ms
+        if self.decode_ms is not None:
+            doc["decode_ms"] = self.decode_ms
+        return doc
 
     @classmethod
     def from_dict(cls, d: dict, metric: str) -> RateScore:
@@ -69,6 +81,8 @@ class RateScore:
             kb_per_frame=d["kb_per_frame"],
             bits_per_element=d["bits_per_element"],
             extra={k: d[k] for k in _EXTRA_SCORES if k in d},
+            encode_ms=d.get("encode_ms"),
+            decode_ms=d.get("decode_ms"),
         )
 
 

@@ -141,6 +141,13 @@ class ProfileReport:
         total_params: elements of every parameter and buffer the model reads.
         points: one record per selected point, in execution order.
         baseline: the cost of sending the image instead.
+        notes: lines printed under the table.
+        whole_model: with ``--measure-fps``, the whole model as one head on the
+            device (the head at the last split point, exported and timed like the
+            others; its ``peak_activation_bytes`` and parameters are the model's).
+        model_latency_ms: with a measurement, the whole model's median latency in
+            torch (batch 1) on ``tail_device``: a server's cost of a frame sent as an image.
+        tail_device: the torch device the tails and the whole model were timed on.
     """
 
     model: str
@@ -152,10 +159,14 @@ class ProfileReport:
     points: tuple[ProfileRecord, ...]
     baseline: Baseline
     notes: tuple[str, ...] = field(default=())
+    whole_model: ProfileRecord | None = None
+    model_latency_ms: float | None = None
+    tail_device: str | None = None
 
     def to_dict(self) -> dict:
-        """The JSON document (``splitnet profile --json``)."""
-        return {
+        """The JSON document (``splitnet profile --json``); the measured whole-model
+        keys appear only when something was measured."""
+        doc = {
             "model": self.model,
             "input": list(self.input),
             "bits": [bits_key(b) for b in self.bits],
@@ -165,6 +176,12 @@ class ProfileReport:
             "points": [r.to_dict() for r in self.points],
             "baseline": self.baseline.to_dict(),
         }
+        if self.tail_device is not None:
+            doc["tail_device"] = self.tail_device
+            doc["model_latency_ms"] = self.model_latency_ms
+        if self.whole_model is not None:
+            doc["whole_model"] = self.whole_model.to_dict()
+        return doc
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
