@@ -102,7 +102,13 @@ def _reuse(config: BottleneckTrainConfig) -> BottleneckTrainResult | None:
 
 
 def _bottlenecks(
-    cfg: dict, teacher: Path, out: Path, only: str | None = None, only_beta: float | None = None
+    cfg: dict,
+    teacher: Path,
+    out: Path,
+    only: str | None = None,
+    only_beta: float | None = None,
+    *,
+    trained_only: bool = False,
 ) -> tuple[list[str], list[dict]]:
     paths, rows = [], []
     for point in cfg["bottleneck"]["points"]:
@@ -127,7 +133,11 @@ def _bottlenecks(
                 batch=b["batch"],
                 lr=b["lr"],
             )
-            result = _reuse(config) or train_bottleneck(config)
+            result = _reuse(config)
+            if result is None and trained_only:
+                print(f"{config.out}: not trained (--trained-only), left out", file=sys.stderr)
+                continue
+            result = result or train_bottleneck(config)
             bn, _ = load_bottleneck(result.path)
             macs = bottleneck_macs(bn, tuple(cfg["input"]))
             paths.append(result.path)
@@ -156,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         help="train this point's bottlenecks (at one beta) and stop: to run points in "
         "parallel processes; a later full run reuses them",
     )
+    ap.add_argument(
+        "--trained-only",
+        action="store_true",
+        help="train nothing: report the bottlenecks already trained with this config",
+    )
     args = ap.parse_args(argv)
     cfg = yaml.safe_load(args.config.read_text())
     out = args.out or ROOT / "results" / cfg["name"]
@@ -166,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         point, _, beta = args.only.partition(":")
         _bottlenecks(cfg, teacher, out, point, float(beta) if beta else None)
         return 0
-    paths, rows = _bottlenecks(cfg, teacher, out)
+    paths, rows = _bottlenecks(cfg, teacher, out, trained_only=args.trained_only)
     c, h, w = cfg["input"]
     model, _ = model_from_checkpoint(cfg["model"], teacher)
     val = open_dataset(cfg["data"], subset="val", size=(h, w), channels=c)
