@@ -324,3 +324,18 @@ def test_demo_without_a_checkpoint_says_how_to_get_one(tmp_path, capsys):
     assert (
         "no demo checkpoint" in err and "--untrained" in err and len(err.strip().splitlines()) == 1
     )
+
+
+def test_slim_keeps_large_batch_norm_statistics_exact(trained, tmp_path):
+    # a tuned tail's running variance reached 7e16 in the steel study: float16 made it inf
+    from splitnet.bottleneck import slim_bottleneck
+
+    state = torch.load(trained.path, weights_only=False)
+    key = next(k for k in state["tail"] if k.endswith("running_var"))
+    state["tail"][key] = state["tail"][key] * 1e12
+    torch.save(state, tmp_path / "big.pt")
+    slim = torch.load(
+        slim_bottleneck(tmp_path / "big.pt", tmp_path / "slim.pt"), weights_only=False
+    )
+    kept = slim["teacher_state"][key]
+    assert torch.isfinite(kept).all() and torch.allclose(kept.float(), state["tail"][key])

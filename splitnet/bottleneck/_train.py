@@ -493,12 +493,26 @@ def _load_modules(model: BottleneckedModel, state: dict) -> None:
         model.tail.load_state_dict(state["tail"])
 
 
+def _half_if_exact_enough(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float16 unless that overflows or loses more than float16's precision
+    (a tuned tail's batch-norm statistics can reach 1e16)."""
+    if not t.is_floating_point():
+        return t
+    h = t.half()
+    if not torch.isfinite(h).all() or not torch.allclose(
+        h.float(), t.float(), rtol=1e-3, atol=1e-4
+    ):
+        return t
+    return h
+
+
 def slim_bottleneck(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Writes a finished bottleneck checkpoint to ``dst`` at about a third of its size.
 
     The tuned tail goes into the teacher's state dict in place of the teacher's
     own tail (the tail's parameters keep the teacher's names), which is stored
-    in float16; the training history stays, the best-epoch copy and the resume
+    in float16 where that is exact to float16's precision (large batch-norm
+    statistics stay float32); the training history stays, the best-epoch copy and the resume
     state go. :func:`load_bottleneck` reads both forms.
 
     Raises:
@@ -513,9 +527,7 @@ def slim_bottleneck(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     if unknown:
         raise BottleneckError(f"{src}: tail parameters not in the teacher: {sorted(unknown)[:3]}")
     teacher.update(tail)
-    state["teacher_state"] = {
-        k: v.half() if v.is_floating_point() else v for k, v in teacher.items()
-    }
+    state["teacher_state"] = {k: _half_if_exact_enough(v) for k, v in teacher.items()}
     state.pop("best_state", None)
     state["slim"] = True
     _save(state, Path(dst))
