@@ -33,6 +33,7 @@ from splitnet.bottleneck import (
     BottleneckTrainResult,
     bottleneck_macs,
     load_bottleneck,
+    read_bottleneck,
     train_bottleneck,
 )
 from splitnet.bundle import file_sha256
@@ -90,12 +91,10 @@ def _teacher(cfg: dict, out: Path, given: Path | None) -> tuple[Path, dict]:
 def _reuse(config: BottleneckTrainConfig) -> BottleneckTrainResult | None:
     """The finished checkpoint at ``config.out`` if it was trained with this very config."""
     try:
-        _, state = load_bottleneck(config.out)
+        state = read_bottleneck(config.out)
     except (OSError, BottleneckError):
         return None
-    wanted = {**dataclasses.asdict(config), "bottleneck": config.bottleneck.to_dict()}
-    wanted.pop("progress")
-    if not state.get("final") or state["config"] != wanted:
+    if not state.get("final") or state["config"] != config.to_dict():
         return None
     print(f"{config.out}: trained with this config already, reused", file=sys.stderr)
     return BottleneckTrainResult(config.out, state["history"], state["scores"], 0.0)

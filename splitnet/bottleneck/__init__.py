@@ -33,6 +33,7 @@ from splitnet.bottleneck._train import (
     BottleneckTrainResult,
     build_bottleneck,
     load_bottleneck,
+    read_bottleneck,
     slim_bottleneck,
     train_bottleneck,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "build_bottleneck",
     "load_bottleneck",
     "plan_strides",
+    "read_bottleneck",
     "slim_bottleneck",
     "train_bottleneck",
 ]

@@ -53,6 +53,7 @@ __all__ = [
     "BottleneckTrainConfig",
     "BottleneckTrainResult",
     "load_bottleneck",
+    "read_bottleneck",
     "slim_bottleneck",
     "train_bottleneck",
 ]
@@ -105,6 +106,11 @@ class BottleneckTrainConfig:
             raise BottleneckError("epochs and finetune epochs must be >= 0, one of them >= 1")
         if self.batch < 1 or not self.lr > 0:
             raise BottleneckError("batch must be >= 1 and lr > 0")
+
+    def to_dict(self) -> dict:
+        """What a checkpoint records of the run (``progress`` is not part of it)."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "progress"}
+        return {**d, "bottleneck": self.bottleneck.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -200,10 +206,7 @@ def _start(config: BottleneckTrainConfig) -> _Run:
         "teacher_sha256": file_sha256(config.teacher),
         "data": data,
         "beta": config.beta,
-        "config": {
-            **{k: v for k, v in dataclasses.asdict(config).items() if k != "progress"},
-            "bottleneck": config.bottleneck.to_dict(),
-        },
+        "config": config.to_dict(),
     }
     batches = DataLoader(train_ds, batch_size=config.batch)
     model, layout = build_bottleneck(
@@ -471,7 +474,7 @@ def _state(run: _Run) -> dict:
 
 
 def _resume(run: _Run, path: Path, config: BottleneckTrainConfig) -> None:
-    state = _read(path)
+    state = read_bottleneck(path)
     for key in ("model", "split", "input_shape", "teacher_sha256"):
         if state.get(key) != run.meta.get(key):
             raise BottleneckError(
@@ -518,7 +521,7 @@ def slim_bottleneck(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     Raises:
         BottleneckError: ``src`` is not a finished bottleneck checkpoint.
     """
-    state = _read(src)
+    state = read_bottleneck(src)
     if not state.get("final"):
         raise BottleneckError(f"{src} is not a finished bottleneck checkpoint")
     teacher = dict(state["teacher_state"])
@@ -542,7 +545,13 @@ def _report(config, stage: int, epoch: int, epochs: int, loss: float, scores: di
         )
 
 
-def _read(path: str | os.PathLike) -> dict:
+def read_bottleneck(path: str | os.PathLike) -> dict:
+    """A bottleneck checkpoint's contents (layout, config, scores, weights), without
+    building the model (:func:`load_bottleneck` does that).
+
+    Raises:
+        BottleneckError: not a bottleneck checkpoint.
+    """
     from splitnet.models import read_torch_file
 
     state = read_torch_file(path, "bottleneck checkpoint")
@@ -573,7 +582,7 @@ def load_bottleneck(
     """
     from splitnet.models import create_model
 
-    state = _read(path)
+    state = read_bottleneck(path)
     expected = {"model": model, "split": split, "input_shape": input_shape}
     for key, want in expected.items():
         have = state[key] if key != "input_shape" else tuple(state[key])

@@ -100,11 +100,11 @@ def _untrained_bundle(args: argparse.Namespace) -> Path:
 
 
 def _trained_bundle(args: argparse.Namespace, checkpoint: Path) -> tuple[Path, dict]:
-    from splitnet.bottleneck import load_bottleneck
+    from splitnet.bottleneck import read_bottleneck
     from splitnet.bundle import file_sha256
     from splitnet.export import export_bundle
 
-    _, state = load_bottleneck(checkpoint)
+    state = read_bottleneck(checkpoint)  # the export, if one is needed, builds the model
     path = Path(args.workdir) / "demo" / f"bottleneck-{file_sha256(checkpoint)[:12]}"
 
     def export(path: Path) -> None:
