@@ -116,7 +116,11 @@ def _bottlenecks(
         # per-point settings (``per_point: {POINT: {hidden: 16}}``) over the shared ones
         b = {**cfg["bottleneck"], **cfg["bottleneck"].get("per_point", {}).get(point, {})}
         shape = BottleneckConfig(
-            b["latent_channels"], b.get("latent_stride"), b["hidden"], b.get("decoder_hidden")
+            b["latent_channels"],
+            b.get("latent_stride"),
+            b["hidden"],
+            b.get("decoder_hidden"),
+            b.get("decoder", "pyramid"),
         )
         for beta in b["betas"] if only_beta is None else [only_beta]:
             t0 = time.perf_counter()

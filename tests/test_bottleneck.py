@@ -339,3 +339,43 @@ def test_slim_keeps_large_batch_norm_statistics_exact(trained, tmp_path):
     )
     kept = slim["teacher_state"][key]
     assert torch.isfinite(kept).all() and torch.allclose(kept.float(), state["tail"][key])
+
+
+def test_pyramid_decoder_emits_each_tensor_at_its_scale_and_mixes_neighbours():
+    from splitnet.bottleneck import Decoder, PyramidDecoder
+
+    channels, factors = [16, 32, 32], [8, 4, 2]
+    shape = BottleneckConfig(latent_channels=4, hidden=16, decoder_hidden=32)
+    torch.manual_seed(0)
+    latent = torch.randn(1, 4, 4, 6)
+    moved = latent.clone()
+    moved[0, :, 1, 1] += 5.0  # one latent cell
+    reach = {}
+    for cls in (PyramidDecoder, Decoder):
+        dec = cls(channels, factors, [True, False, True], shape).eval()
+        with torch.no_grad():
+            out, out2 = dec(latent), dec(moved)
+        assert [tuple(t.shape) for t in out] == [(1, 16, 32, 48), (1, 32, 16, 24), (1, 32, 8, 12)]
+        assert (out[0] >= 0).all() and (out[2] >= 0).all()
+        changed = (out[0] != out2[0]).any(1)[0].nonzero()
+        reach[cls] = int(changed[:, 0].max())  # the last full-resolution row it reaches
+    # a branch's 2x2 transposed convolutions do not mix cells: only its stem and the two
+    # full-resolution convolutions do (rows 0-23, +2); the pyramid mixes at every scale
+    assert reach[Decoder] == 25
+    assert reach[PyramidDecoder] == 31  # the last row: the whole height
+
+
+def test_unknown_decoder_is_refused():
+    with pytest.raises(BottleneckError, match="unknown decoder 'unet'"):
+        BottleneckConfig(decoder="unet")
+
+
+def test_packaged_demo_checkpoint_keeps_its_branch_decoder():
+    from importlib.resources import files
+
+    from splitnet.bottleneck import Decoder, read_bottleneck
+
+    asset = files("splitnet") / "assets" / "steel_demo.pt"
+    assert read_bottleneck(asset)["config"]["bottleneck"]["decoder"] == "branches"
+    bn, _ = load_bottleneck(asset)
+    assert type(bn.decoder) is Decoder

@@ -21,9 +21,11 @@ from splitnet.bottleneck._errors import BottleneckError
 from splitnet.bottleneck._module import (
     LATENT_POINT,
     BottleneckConfig,
+    DECODERS,
     BottleneckedModel,
     Decoder,
     Encoder,
+    PyramidDecoder,
     bottleneck_macs,
     plan_strides,
 )
@@ -46,9 +48,11 @@ __all__ = [
     "BottleneckTrainConfig",
     "BottleneckTrainResult",
     "BottleneckedModel",
+    "DECODERS",
     "Decoder",
     "Encoder",
     "FactorizedPrior",
+    "PyramidDecoder",
     "bottleneck_macs",
     "build_bottleneck",
     "load_bottleneck",

@@ -28,11 +28,17 @@ __all__ = [
     "LATENT_POINT",
     "BottleneckConfig",
     "BottleneckedModel",
+    "DECODERS",
     "Decoder",
     "Encoder",
+    "PyramidDecoder",
+    "make_decoder",
     "bottleneck_macs",
     "plan_strides",
 ]
+
+# the decoder designs, by BottleneckConfig.decoder
+DECODERS = ("pyramid", "branches")
 
 # the split point of a BottleneckedModel where the latent crosses: the encoder's last op
 LATENT_POINT = "encoder.out"
@@ -50,18 +56,27 @@ class BottleneckConfig:
         hidden: channels of the encoder's inner layers (the device runs them).
         decoder_hidden: channels of the decoder's (the server runs them);
             ``None``: ``hidden``.
+        decoder: ``"pyramid"`` (one trunk that upsamples step by step, 3x3
+            convolutions at every scale, and emits each crossing tensor at its
+            own scale) or ``"branches"`` (one transposed-convolution branch per
+            tensor: the first design, which checkpoints without this key use).
     """
 
     latent_channels: int = 8
     latent_stride: int | None = None
     hidden: int = 32
     decoder_hidden: int | None = None
+    decoder: str = "pyramid"
 
     def __post_init__(self) -> None:
         if self.latent_channels < 1 or self.hidden < 1 or (self.decoder_hidden or 1) < 1:
             raise BottleneckError("latent_channels, hidden and decoder_hidden must be >= 1")
         if self.latent_stride is not None and not _is_power_of_two(self.latent_stride):
             raise BottleneckError(f"latent_stride must be a power of 2, got {self.latent_stride}")
+        if self.decoder not in DECODERS:
+            raise BottleneckError(
+                f"unknown decoder {self.decoder!r}; choose from {', '.join(DECODERS)}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,6 +182,78 @@ class Decoder(nn.Module):
     def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
         z = self.stem(latent)
         return tuple(branch(z) for branch in self.branches)
+
+
+class PyramidDecoder(nn.Module):
+    """Latent -> tensors of the crossing shapes, through one trunk (server side).
+
+    The trunk starts at the latent's scale with a residual 3x3 block and goes
+    up one factor of 2 at a time (a transposed 2x2 convolution, then a 3x3
+    convolution, so that neighbouring latent cells mix at every scale, which
+    per-tensor transposed convolutions cannot do). At each scale where crossing
+    tensors live, a 3x3 head emits them. The width halves with every step up,
+    but stays at least the widest tensor emitted there (and 16).
+
+    Args: as :class:`Decoder`.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        factors: Sequence[int],
+        nonnegative: Sequence[bool],
+        config: BottleneckConfig,
+    ) -> None:
+        super().__init__()
+        h = config.decoder_hidden or config.hidden
+        levels = int(math.log2(max(factors)))
+        widths = []
+        for level in range(levels + 1):
+            emitted = [c for c, f in zip(channels, factors, strict=True) if f == 1 << level]
+            widths.append(max(16, h >> level, *emitted))
+        self.stem = nn.Sequential(
+            nn.Conv2d(config.latent_channels, widths[0], 3, padding=1), nn.ReLU()
+        )
+        self.block = nn.Sequential(
+            nn.Conv2d(widths[0], widths[0], 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(widths[0], widths[0], 3, padding=1),
+        )
+        self.ups = nn.ModuleList(
+            nn.Sequential(
+                nn.ConvTranspose2d(widths[i], widths[i + 1], 2, stride=2),
+                nn.ReLU(),
+                nn.Conv2d(widths[i + 1], widths[i + 1], 3, padding=1),
+                nn.ReLU(),
+            )
+            for i in range(levels)
+        )
+        self.levels = [int(math.log2(f)) for f in factors]
+        self.heads = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(widths[lv], c, 3, padding=1), *((nn.ReLU(),) if pos else ())
+            )
+            for c, lv, pos in zip(channels, self.levels, nonnegative, strict=True)
+        )
+
+    def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z = self.stem(latent)
+        z = torch.relu(z + self.block(z))
+        scales = [z]
+        for up in self.ups:
+            scales.append(up(scales[-1]))
+        return tuple(head(scales[lv]) for head, lv in zip(self.heads, self.levels, strict=True))
+
+
+def make_decoder(
+    channels: Sequence[int],
+    factors: Sequence[int],
+    nonnegative: Sequence[bool],
+    config: BottleneckConfig,
+) -> nn.Module:
+    """The decoder that ``config.decoder`` names."""
+    cls = PyramidDecoder if config.decoder == "pyramid" else Decoder
+    return cls(channels, factors, nonnegative, config)
 
 
 def _upsample(channels: int, factor: int) -> tuple[nn.Module, ...]:

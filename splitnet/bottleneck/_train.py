@@ -40,8 +40,8 @@ from splitnet.bottleneck._errors import BottleneckError
 from splitnet.bottleneck._module import (
     BottleneckConfig,
     BottleneckedModel,
-    Decoder,
     Encoder,
+    make_decoder,
     plan_strides,
 )
 from splitnet.bundle import file_sha256
@@ -267,7 +267,7 @@ def build_bottleneck(
         }
     channels = [s[1] for s in shapes]
     encoder = Encoder(channels, layout["factors"], config)
-    decoder = Decoder(channels, layout["factors"], layout["nonnegative"], config)
+    decoder = make_decoder(channels, layout["factors"], layout["nonnegative"], config)
     prior = FactorizedPrior(config.latent_channels)
     for p in head.parameters():
         p.requires_grad_(False)
@@ -557,6 +557,9 @@ def read_bottleneck(path: str | os.PathLike) -> dict:
     state = read_torch_file(path, "bottleneck checkpoint")
     if not isinstance(state, dict) or state.get("format") != BOTTLENECK_FORMAT:
         raise BottleneckError(f"{path} is not a bottleneck checkpoint (splitnet train-bottleneck)")
+    shape = state.get("config", {}).get("bottleneck")
+    if isinstance(shape, dict):  # written before the pyramid decoder: per-tensor branches
+        shape.setdefault("decoder", "branches")
     return state
 
 

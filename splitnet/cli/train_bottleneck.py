@@ -42,6 +42,12 @@ def add_parser(sub) -> None:
         "--decoder-hidden", type=int, help="inner width of the decoder (default: --hidden)"
     )
     p.add_argument(
+        "--decoder",
+        choices=("pyramid", "branches"),  # splitnet.bottleneck.DECODERS (kept torch-free here)
+        default="pyramid",
+        help="the decoder's design: one upsampling trunk (pyramid) or a branch per tensor",
+    )
+    p.add_argument(
         "--kd-weight",
         type=float,
         default=1.0,
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.beta or any(not b > 0 for b in args.beta):
         raise ConfigError(f"--beta must be one or more numbers > 0, got {args.beta}")
     shape = BottleneckConfig(
-        args.latent_channels, args.latent_stride, args.hidden, args.decoder_hidden
+        args.latent_channels, args.latent_stride, args.hidden, args.decoder_hidden, args.decoder
     )
     configs = [
         BottleneckTrainConfig(
