@@ -19,9 +19,9 @@ from __future__ import annotations
 from splitnet.bottleneck._entropy import FactorizedPrior
 from splitnet.bottleneck._errors import BottleneckError
 from splitnet.bottleneck._module import (
+    DECODERS,
     LATENT_POINT,
     BottleneckConfig,
-    DECODERS,
     BottleneckedModel,
     Decoder,
     Encoder,

@@ -230,9 +230,7 @@ class PyramidDecoder(nn.Module):
         )
         self.levels = [int(math.log2(f)) for f in factors]
         self.heads = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(widths[lv], c, 3, padding=1), *((nn.ReLU(),) if pos else ())
-            )
+            nn.Sequential(nn.Conv2d(widths[lv], c, 3, padding=1), *((nn.ReLU(),) if pos else ()))
             for c, lv, pos in zip(channels, self.levels, nonnegative, strict=True)
         )
 
