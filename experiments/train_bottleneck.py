@@ -121,6 +121,7 @@ def _bottlenecks(
             b["hidden"],
             b.get("decoder_hidden"),
             b.get("decoder", "pyramid"),
+            b.get("encoder", "pyramid"),
         )
         for beta in b["betas"] if only_beta is None else [only_beta]:
             t0 = time.perf_counter()

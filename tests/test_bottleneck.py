@@ -209,7 +209,34 @@ def test_encoder_adds_little_to_the_head(trained):
     # block1 (two 3x3 convs at 64x64) + block2 at 32x32, width 0.125: counted by hand
     head = 64 * 64 * 9 * (3 * 8 + 8 * 8) + 32 * 32 * 9 * (8 * 16 + 16 * 16)
     assert macs["head_macs"] == head
-    assert 0 < macs["encoder_macs"] and macs["encoder_share"] < 0.10
+    # the pyramid encoder (hidden 16, latent 4 at 1/8): 2x2 steps 8->8 at 32x32,
+    # 8+16->8 at 16x16, 8+16->16 at 8x8, then a 3x3 16->16 and a 1x1 16->4
+    encoder = (
+        32 * 32 * 8 * 8 * 4 + 16 * 16 * 24 * 8 * 4 + 8 * 8 * (24 * 16 * 4 + 9 * 16 * 16 + 16 * 4)
+    )
+    assert macs["encoder_macs"] == encoder
+
+
+@pytest.mark.parametrize(
+    ("point", "hidden"), [("encoder.block1.pool", 16), ("encoder.block2.pool", 32)]
+)
+def test_the_studys_encoders_add_under_ten_percent(point, hidden):
+    """The issue's bound, at the steel study's shapes (experiments/configs/steel_bottleneck.yaml)."""
+    from splitnet.bottleneck import bottleneck_macs, build_bottleneck
+    from splitnet.models import create_model
+
+    model = create_model("unet-vgg16", num_classes=4, width=0.25)
+    shape = (3, 64, 384)
+    x = torch.zeros(1, *shape)
+    bn, _ = build_bottleneck(
+        model,
+        point,
+        shape,
+        BottleneckConfig(16, hidden=hidden),
+        calibration=[(x, None)],
+        normalize=lambda t: t,
+    )
+    assert 0 < bottleneck_macs(bn, shape)["encoder_share"] < 0.10
 
 
 def test_quantiles_are_settled_before_the_tables_are_cut():
@@ -365,17 +392,36 @@ def test_pyramid_decoder_emits_each_tensor_at_its_scale_and_mixes_neighbours():
     assert reach[PyramidDecoder] == 31  # the last row: the whole height
 
 
-def test_unknown_decoder_is_refused():
-    with pytest.raises(BottleneckError, match="unknown decoder 'unet'"):
-        BottleneckConfig(decoder="unet")
+def test_pyramid_encoder_takes_each_tensor_in_at_its_scale():
+    from splitnet.bottleneck import PyramidEncoder
+
+    # a U-Net cut at pool 2 (64x96 input): the full-resolution skip, the half-resolution
+    # skip and the pool output, coded at 1/8
+    shapes = [(1, 16, 64, 96), (1, 32, 32, 48), (1, 32, 16, 24)]
+    enc = PyramidEncoder([16, 32, 32], [8, 4, 2], BottleneckConfig(latent_channels=6, hidden=32))
+    tensors = [torch.randn(s) for s in shapes]
+    assert enc(*tensors).shape == (1, 6, 8, 12)
+    # every tensor reaches the latent
+    for k in range(3):
+        moved = [t.clone() for t in tensors]
+        moved[k] += 1.0
+        assert not torch.equal(enc(*tensors), enc(*moved))
+    assert [d[0].in_channels for d in enc.downs] == [16, 8 + 32, 16 + 32]
 
 
-def test_packaged_demo_checkpoint_keeps_its_branch_decoder():
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_unknown_design_is_refused(part):
+    with pytest.raises(BottleneckError, match=f"unknown {part} 'unet'"):
+        BottleneckConfig(**{part: "unet"})
+
+
+def test_packaged_demo_checkpoint_keeps_its_first_designs():
     from importlib.resources import files
 
-    from splitnet.bottleneck import Decoder, read_bottleneck
+    from splitnet.bottleneck import Decoder, Encoder, read_bottleneck
 
     asset = files("splitnet") / "assets" / "steel_demo.pt"
-    assert read_bottleneck(asset)["config"]["bottleneck"]["decoder"] == "branches"
+    shape = read_bottleneck(asset)["config"]["bottleneck"]
+    assert (shape["encoder"], shape["decoder"]) == ("patch", "branches")
     bn, _ = load_bottleneck(asset)
-    assert type(bn.decoder) is Decoder
+    assert type(bn.encoder) is Encoder and type(bn.decoder) is Decoder

@@ -20,12 +20,14 @@ from splitnet.bottleneck._entropy import FactorizedPrior
 from splitnet.bottleneck._errors import BottleneckError
 from splitnet.bottleneck._module import (
     DECODERS,
+    ENCODERS,
     LATENT_POINT,
     BottleneckConfig,
     BottleneckedModel,
     Decoder,
     Encoder,
     PyramidDecoder,
+    PyramidEncoder,
     bottleneck_macs,
     plan_strides,
 )
@@ -49,10 +51,12 @@ __all__ = [
     "BottleneckTrainResult",
     "BottleneckedModel",
     "DECODERS",
+    "ENCODERS",
     "Decoder",
     "Encoder",
     "FactorizedPrior",
     "PyramidDecoder",
+    "PyramidEncoder",
     "bottleneck_macs",
     "build_bottleneck",
     "load_bottleneck",

@@ -29,15 +29,19 @@ __all__ = [
     "BottleneckConfig",
     "BottleneckedModel",
     "DECODERS",
+    "ENCODERS",
     "Decoder",
     "Encoder",
+    "PyramidEncoder",
+    "make_encoder",
     "PyramidDecoder",
     "make_decoder",
     "bottleneck_macs",
     "plan_strides",
 ]
 
-# the decoder designs, by BottleneckConfig.decoder
+# the encoder and decoder designs, by BottleneckConfig.encoder and .decoder
+ENCODERS = ("pyramid", "patch")
 DECODERS = ("pyramid", "branches")
 
 # the split point of a BottleneckedModel where the latent crosses: the encoder's last op
@@ -56,6 +60,10 @@ class BottleneckConfig:
         hidden: channels of the encoder's inner layers (the device runs them).
         decoder_hidden: channels of the decoder's (the server runs them);
             ``None``: ``hidden``.
+        encoder: ``"pyramid"`` (the finest tensor goes down by strided 2x2
+            convolutions, taking in each coarser tensor at its scale) or
+            ``"patch"`` (one patchifying convolution per tensor: the first
+            design, which checkpoints without this key use).
         decoder: ``"pyramid"`` (one trunk that upsamples step by step, 3x3
             convolutions at every scale, and emits each crossing tensor at its
             own scale) or ``"branches"`` (one transposed-convolution branch per
@@ -67,12 +75,17 @@ class BottleneckConfig:
     hidden: int = 32
     decoder_hidden: int | None = None
     decoder: str = "pyramid"
+    encoder: str = "pyramid"
 
     def __post_init__(self) -> None:
         if self.latent_channels < 1 or self.hidden < 1 or (self.decoder_hidden or 1) < 1:
             raise BottleneckError("latent_channels, hidden and decoder_hidden must be >= 1")
         if self.latent_stride is not None and not _is_power_of_two(self.latent_stride):
             raise BottleneckError(f"latent_stride must be a power of 2, got {self.latent_stride}")
+        if self.encoder not in ENCODERS:
+            raise BottleneckError(
+                f"unknown encoder {self.encoder!r}; choose from {', '.join(ENCODERS)}"
+            )
         if self.decoder not in DECODERS:
             raise BottleneckError(
                 f"unknown decoder {self.decoder!r}; choose from {', '.join(DECODERS)}"
@@ -145,6 +158,57 @@ class Encoder(nn.Module):
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         parts = [branch(t) for branch, t in zip(self.branches, tensors, strict=True)]
         return self.out(self.fuse(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]))
+
+
+class PyramidEncoder(nn.Module):
+    """Crossing tensors -> one latent, coarsening step by step (device side).
+
+    The finest tensor goes down by strided 2x2 convolutions with ReLU (each
+    input value is read once per output channel, as in a patchifying
+    convolution, so the MACs stay a small part of the head's); at each scale
+    the tensors that live there are concatenated in. The width doubles with
+    every step down, up to ``hidden`` at the latent's scale, where a 3x3 and a
+    1x1 convolution make the latent. Only convolutions, ReLU and concatenation:
+    what the Myriad X profile runs.
+
+    Args: as :class:`Encoder`.
+    """
+
+    def __init__(
+        self, channels: Sequence[int], factors: Sequence[int], config: BottleneckConfig
+    ) -> None:
+        super().__init__()
+        levels = int(math.log2(max(factors)))
+        self.levels = [int(math.log2(f)) for f in factors]
+        self.downs = nn.ModuleList()
+        width = 0  # what comes down from the finer scales
+        for level in range(levels, 0, -1):
+            width += sum(c for c, lv in zip(channels, self.levels, strict=True) if lv == level)
+            out = max(8, config.hidden >> (level - 1))
+            self.downs.append(nn.Sequential(nn.Conv2d(width, out, 2, stride=2), nn.ReLU()))
+            width = out
+        width += sum(c for c, lv in zip(channels, self.levels, strict=True) if lv == 0)
+        self.fuse = nn.Sequential(nn.Conv2d(width, config.hidden, 3, padding=1), nn.ReLU())
+        self.out = nn.Conv2d(config.hidden, config.latent_channels, 1)
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        z = None
+        top = len(self.downs)
+        for step, level in enumerate(range(top, -1, -1)):
+            here = [t for t, lv in zip(tensors, self.levels, strict=True) if lv == level]
+            parts = ([z] if z is not None else []) + here
+            z = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            if step < top:
+                z = self.downs[step](z)
+        return self.out(self.fuse(z))
+
+
+def make_encoder(
+    channels: Sequence[int], factors: Sequence[int], config: BottleneckConfig
+) -> nn.Module:
+    """The encoder that ``config.encoder`` names."""
+    cls = PyramidEncoder if config.encoder == "pyramid" else Encoder
+    return cls(channels, factors, config)
 
 
 class Decoder(nn.Module):

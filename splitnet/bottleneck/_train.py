@@ -40,8 +40,8 @@ from splitnet.bottleneck._errors import BottleneckError
 from splitnet.bottleneck._module import (
     BottleneckConfig,
     BottleneckedModel,
-    Encoder,
     make_decoder,
+    make_encoder,
     plan_strides,
 )
 from splitnet.bundle import file_sha256
@@ -266,7 +266,7 @@ def build_bottleneck(
             "crossing": [list(s) for s in shapes],
         }
     channels = [s[1] for s in shapes]
-    encoder = Encoder(channels, layout["factors"], config)
+    encoder = make_encoder(channels, layout["factors"], config)
     decoder = make_decoder(channels, layout["factors"], layout["nonnegative"], config)
     prior = FactorizedPrior(config.latent_channels)
     for p in head.parameters():
@@ -558,8 +558,9 @@ def read_bottleneck(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or state.get("format") != BOTTLENECK_FORMAT:
         raise BottleneckError(f"{path} is not a bottleneck checkpoint (splitnet train-bottleneck)")
     shape = state.get("config", {}).get("bottleneck")
-    if isinstance(shape, dict):  # written before the pyramid decoder: per-tensor branches
+    if isinstance(shape, dict):  # written before the pyramids: the first designs
         shape.setdefault("decoder", "branches")
+        shape.setdefault("encoder", "patch")
     return state
 
 

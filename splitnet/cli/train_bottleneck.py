@@ -42,6 +42,13 @@ def add_parser(sub) -> None:
         "--decoder-hidden", type=int, help="inner width of the decoder (default: --hidden)"
     )
     p.add_argument(
+        "--encoder",
+        choices=("pyramid", "patch"),  # splitnet.bottleneck.ENCODERS (kept torch-free here)
+        default="pyramid",
+        help="the encoder's design: strided steps down from the finest tensor (pyramid) "
+        "or one patchifying convolution per tensor",
+    )
+    p.add_argument(
         "--decoder",
         choices=("pyramid", "branches"),  # splitnet.bottleneck.DECODERS (kept torch-free here)
         default="pyramid",
@@ -69,7 +76,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.beta or any(not b > 0 for b in args.beta):
         raise ConfigError(f"--beta must be one or more numbers > 0, got {args.beta}")
     shape = BottleneckConfig(
-        args.latent_channels, args.latent_stride, args.hidden, args.decoder_hidden, args.decoder
+        args.latent_channels,
+        args.latent_stride,
+        args.hidden,
+        args.decoder_hidden,
+        args.decoder,
+        args.encoder,
     )
     configs = [
         BottleneckTrainConfig(
