@@ -21,6 +21,7 @@ from splitnet.export._bundle import (
     export_bundle,
 )
 from splitnet.export._ir import convert_head, normalize_frame
+from splitnet.export._whole import WHOLE_MODES, export_whole
 from splitnet.export._parity import ParityError, ParityReport, TensorParity, compare_outputs
 from splitnet.export._targets import (
     ExportTarget,
@@ -36,6 +37,7 @@ __all__ = [
     "HEAD_XML",
     "MAX_BATCH",
     "TAIL_FILE",
+    "WHOLE_MODES",
     "ExportError",
     "ExportResult",
     "ExportTarget",
@@ -46,6 +48,7 @@ __all__ = [
     "compare_outputs",
     "convert_head",
     "export_bundle",
+    "export_whole",
     "get_target",
     "list_targets",
     "load_myriad_ops",

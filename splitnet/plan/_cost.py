@@ -493,7 +493,7 @@ def build_candidates(
     out += [
         _coded(
             row,
-            bundle=f"{rate.model}.image",
+            bundle=f"{rate.model}.image-{row.codec}",  # export --whole names it so
             head_ms=0.0,
             tail_ms=srv.model_ms,
             device_memory_bytes=0,
