@@ -41,6 +41,9 @@ IMAGE_CODECS = ("png", "jpeg")
 PNG_OPTIONS = {"optimize": True}
 
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG"}
+# how a whole file ends (the IEND chunk; the EOI marker): Pillow decodes a file cut after
+# its last samples without a word, so a truncated payload is caught here
+_TRAILERS = {"png": b"\x00\x00\x00\x00IEND\xaeB`\x82", "jpeg": b"\xff\xd9"}
 
 
 def _pil():
@@ -128,6 +131,8 @@ class ImageCodec:
             data = bytes(memoryview(payload).cast("B"))
         except TypeError as e:
             raise CodecError(f"payload must be a bytes-like object: {e}") from None
+        if not data.endswith(_TRAILERS[self.name]):
+            raise CodecError(f"not a whole {self.name} file: truncated or corrupted")
         try:
             with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[self.name]]) as im:
                 w, h = im.size
@@ -144,7 +149,7 @@ class ImageCodec:
         except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
             # Pillow's UnidentifiedImageError, truncated files and decompression bombs included
             raise CodecError(f"not a valid {self.name} image: {e}") from None
-        except Image.DecompressionBombError as e:  # pragma: no cover - caught by the limit
+        except Image.DecompressionBombError as e:  # Pillow's own limit, opening the file
             raise CodecError(f"{self.name} image too large: {e}") from None
         return [rgb[None].copy()]
 
