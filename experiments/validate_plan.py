@@ -41,13 +41,22 @@ from splitnet._table import format_table  # noqa: E402
 from splitnet.plan import Link, Pipeline, evaluate, make_plan  # noqa: E402
 
 CLI = "import sys; from splitnet.cli import main; sys.exit(main())"
+PIN: set[int] | None = None  # the cores every measured process is pinned to (the config's)
+
+
+def _pin() -> None:
+    if PIN:
+        os.sched_setaffinity(0, PIN)  # OpenVINO and torch then use these cores only
 
 
 def splitnet(*args: str, capture: bool = False, timeout: float = 900) -> str:
-    """Runs ``splitnet ARGS`` in its own process (this tree's splitnet, one OMP thread)."""
+    """Runs ``splitnet ARGS`` in its own process (this tree's splitnet, one OMP thread,
+    on the pinned cores)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", CLI, *map(str, args)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=_pin
+    )
     if res.returncode != 0:
         raise RuntimeError(f"splitnet {' '.join(map(str, args[:2]))} failed:\n{res.stderr[-3000:]}")
     return res.stdout if capture else ""
@@ -153,6 +162,9 @@ def plans(cfg: dict, files: dict, pipeline: Pipeline) -> list[dict]:
         image = next(k for k in every if k.candidate.kind == "image")  # the best image
         chosen.setdefault(device.candidate.name, "baseline: device-only")
         chosen.setdefault(image.candidate.name, "baseline: image")
+        split = next((k for k in plan.ranked if k.candidate.kind == "split"), None)
+        if split is not None:  # where the choice is a baseline, the best split too
+            chosen.setdefault(split.candidate.name, "best split")
         runs = [
             {"bandwidth_mbps": mbps, "candidate": k.candidate, "role": chosen[k.candidate.name]}
             for k in every
@@ -193,7 +205,9 @@ def start_server(work: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", CLI, "serve", "--repository", str(work / "repo")]
     cmd += ["--port", str(port), "--metrics-port", "-1"]
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_pin
+    )
     line = server.stdout.readline()  # "serving ... on host:port" once it listens
     if not line.startswith("serving"):
         server.kill()
@@ -211,6 +225,24 @@ def run_daemon(bundle: Path, port: int, mbps: float, rtt_ms: float, frames: int,
     load = os.getloadavg()
     summary = json.loads(splitnet(*args, capture=True))
     return summary, load, os.getloadavg()
+
+
+def run_mean_latency(k, frames: int, window: int, loop_ms: float) -> float:
+    """The predicted mean latency over a run of ``frames`` from an empty window: the
+    first ``window`` frames find a free slot (frame ``i`` waits ``i`` periods less the
+    producer's ``i`` loops), the rest the steady state of :attr:`Cost.stream_latency_ms`."""
+    steady = k.stream_latency_ms
+    if steady <= k.latency_ms or frames <= 0:
+        return steady  # no queue: every frame alone
+    period = 1000.0 / k.fps
+    first = [min(steady, k.latency_ms + i * (period - loop_ms)) for i in range(min(window, frames))]
+    return (sum(first) + (frames - len(first)) * steady) / frames
+
+
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
 def error(predicted: float, measured: float) -> float:
@@ -232,12 +264,15 @@ def main() -> int:
     (work / "repo").mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
-    files = measure_inputs(cfg, work, a.reuse)
-    src = source_ms(cfg)
+    global PIN
     pc = cfg["pipeline"]
+    PIN = set(pc["pin_cores"]) if pc.get("pin_cores") else None
+    files = measure_inputs(cfg, work, a.reuse)
+    _pin()
+    src = source_ms(cfg)  # on the pinned cores, as in the daemon
     pipeline = Pipeline(
         window=pc["window"],
-        shared_cores=pc.get("shared_cores"),
+        shared_cores=len(PIN) if PIN else pc.get("shared_cores"),
         source_ms=src,
         server_delay_ms=pc["server_delay_ms"],
     )
@@ -257,8 +292,9 @@ def main() -> int:
     server = start_server(work, a.port)
     try:
         top = max(cfg["plan"]["bandwidths_mbps"])
-        for name, b in bundles.items():  # warm-up: the server's first call of each tail
+        for b in bundles.values():  # warm-up: the server's first call of each tail
             run_daemon(b, a.port, top, rtt_ms, rc["warmup_frames"], pc["window"])
+        plan_runs = []
         for s in studies:
             mbps = s["bandwidth_mbps"]
             link = Link(mbps * 1e6, rtt_ms / 1000)
@@ -266,28 +302,42 @@ def main() -> int:
                 c = r["candidate"]
                 new, old = evaluate(c, link, pipeline=pipeline), evaluate(c, link, pipeline=phase1)
                 frames = int(min(rc["max_frames"], max(rc["min_frames"], rc["seconds"] * new.fps)))
+                plan_runs.append((mbps, r, c, new, old, frames, []))
+        for rep in range(rc["repeats"]):  # interleaved: a change of load hits every row alike
+            for mbps, _, c, _, _, frames, got in plan_runs:
                 summary, load0, load1 = run_daemon(
                     bundles[c.name], a.port, mbps, rtt_ms, frames, pc["window"]
                 )
-                fps, lat = summary["fps"], summary["latency_mean_ms"]
-                rec = {
-                    "bandwidth_mbps": mbps,
-                    "candidate": c.name,
-                    "role": r["role"],
-                    "frames": frames,
-                    "predicted": {"fps": new.fps, "latency_ms": new.stream_latency_ms,
-                                  "bottleneck": new.bottleneck, "one_frame_latency_ms": new.latency_ms},
-                    "predicted_phase1": {"fps": old.fps, "latency_ms": old.latency_ms,
-                                         "bottleneck": old.bottleneck},
-                    "measured": {"fps": fps, "latency_ms": lat, "summary": summary},
-                    "error_pct": {"fps": error(new.fps, fps), "latency_ms": error(new.stream_latency_ms, lat)},
-                    "error_pct_phase1": {"fps": error(old.fps, fps), "latency_ms": error(old.latency_ms, lat)},
-                    "loadavg_before": load0,
-                    "loadavg_after": load1,
-                }  # fmt: skip
-                records.append(rec)
-                rows.append(_row(rec))
-                print(" | ".join(rows[-1]), flush=True)
+                got.append({"summary": summary, "loadavg_before": load0, "loadavg_after": load1})
+                print(f"repeat {rep + 1}: {mbps:g} Mbit/s {c.name}: {summary['fps']:.1f} FPS, "
+                      f"{summary['latency_mean_ms']:.0f} ms, load {load0[0]:.2f}", flush=True)  # fmt: skip
+        for mbps, r, c, new, old, frames, got in plan_runs:
+            fps = median([g["summary"]["fps"] for g in got])
+            lat = median([g["summary"]["latency_mean_ms"] for g in got])
+            loop = c.device_ms + pipeline.source_ms
+            pred_lat = run_mean_latency(new, frames, pc["window"], loop)
+            rec = {
+                "bandwidth_mbps": mbps,
+                "candidate": c.name,
+                "role": r["role"],
+                "frames": frames,
+                "predicted": {"fps": new.fps, "latency_ms": pred_lat,
+                              "stream_latency_ms": new.stream_latency_ms,
+                              "one_frame_latency_ms": new.latency_ms, "bottleneck": new.bottleneck},
+                "predicted_phase1": {"fps": old.fps, "latency_ms": old.latency_ms,
+                                     "bottleneck": old.bottleneck},
+                "measured": {"fps": fps, "latency_ms": lat,
+                             "fps_runs": [g["summary"]["fps"] for g in got],
+                             "latency_ms_runs": [g["summary"]["latency_mean_ms"] for g in got]},
+                "error_pct": {"fps": error(new.fps, fps), "latency_ms": error(pred_lat, lat)},
+                "error_pct_phase1": {"fps": error(old.fps, fps), "latency_ms": error(old.latency_ms, lat)},
+                "loadavg_before": [g["loadavg_before"] for g in got],
+                "loadavg_after": [g["loadavg_after"] for g in got],
+                "runs": got,
+            }  # fmt: skip
+            records.append(rec)
+            rows.append(_row(rec))
+            print(" | ".join(rows[-1]), flush=True)
     finally:
         server.terminate()
         try:
@@ -324,7 +374,7 @@ def _row(r: dict) -> list[str]:
         f"{p['latency_ms']:.0f}", f"{m['latency_ms']:.0f}", f"{e['latency_ms']:+.0f}%",
         p["bottleneck"],
         f"{q['fps']:.1f} ({eq['fps']:+.0f}%)", f"{q['latency_ms']:.0f} ({eq['latency_ms']:+.0f}%)",
-        f"{r['loadavg_before'][0]:.2f}-{r['loadavg_after'][0]:.2f}",
+        "-".join(f"{x:.1f}" for x in (min(v[0] for v in r["loadavg_before"]), max(v[0] for v in r["loadavg_after"]))),
     ]  # fmt: skip
 
 
@@ -343,12 +393,16 @@ def markdown(cfg: dict, doc: dict, rows: list[list[str]]) -> str:
         f"Generated by `experiments/validate_plan.py experiments/configs/{cfg['name']}.yaml` in "
         f"{doc['seconds']:.0f} s on {doc['machine']}. Each row: `splitnet serve` and "
         f"`splitnet device --emulate-link BW,{cfg['plan']['rtt_ms'] / 2:g}ms --window {p['window']}` "
-        "in their own processes on loopback (the device-only row: no server), the daemon's "
-        "summary FPS and mean latency (captured to answered) against `splitnet plan "
+        "in their own processes on loopback (the device-only row: no server), the median "
+        f"over {cfg['run']['repeats']} interleaved runs of the daemon's summary FPS and mean "
+        "latency (captured to answered) against `splitnet plan "
         f"--objective {cfg['plan']['objective']}` at RTT {cfg['plan']['rtt_ms']} ms with "
         f"--window {p['window']} --server-delay {p['server_delay_ms']:g}ms "
         f"--source-ms {p['source_ms']:.2f} (the synthetic source, measured) "
-        f"--shared-cores {p['shared_cores']}. err = (predicted - measured) / measured. "
+        f"--shared-cores {p['shared_cores']} (every process pinned to core(s) "
+        f"{cfg['pipeline'].get('pin_cores')}: the profile, the sweep, the server and the daemon). pred. ms: the stream's latency over the run's "
+        "frames (the first `--window` frames find a free slot; the steady state is in "
+        "results.json). err = (predicted - measured) / measured. "
         "phase-1: the model without the pipeline (FPS = 1 / slowest stage, a stream's "
         "latency = one frame's). load: `os.getloadavg()` before and after each run (a "
         "training job and other sessions share the 2 cores).",

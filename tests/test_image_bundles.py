@@ -200,7 +200,7 @@ def test_server_answers_a_corrupted_image_with_invalid_argument(whole_bundles):
     """A corrupted image is the client's error (INVALID_ARGUMENT), and the server goes on."""
     import grpc
 
-    from splitnet.server import InferError, InferenceCore, load_repository
+    from splitnet.server import InferenceCore, InferError, load_repository
     from splitnet.wire import make_infer_request
 
     root, png, _, _ = whole_bundles

@@ -428,3 +428,17 @@ def test_cli_pipeline_options(files, capsys):
     assert "--window must be >= 0" in capsys.readouterr().err
     assert main([*argv, "--shared-cores", "0"]) == 2
     assert "shared cores must be > 0" in capsys.readouterr().err
+
+
+def test_on_shared_cores_no_queue_forms_when_the_device_is_the_larger_share(files):
+    # "b q4" at 100 Mbit/s on one shared core: its device loop (31 ms) outweighs the server
+    # (11 ms), so the producer, slowed by the server's work, is what limits the stream:
+    # the window does not fill; each frame is slowed by the 11 ms computed beside it
+    costs, _ = _cost(files, 100e6, window=8, shared_cores=1)
+    b = costs["b q4"]
+    assert b.bottleneck == "compute" and b.fps == pytest.approx(1000 / 42)
+    assert b.stream_latency_ms == pytest.approx(b.latency_ms + 11.0)
+    # "a q4" (device 11, server 21 ms) queues before the server: the window fills
+    a = costs["a q4"]
+    assert a.bottleneck == "compute" and a.fps == pytest.approx(1000 / 32)
+    assert a.stream_latency_ms == pytest.approx(9 * 32 - 11)

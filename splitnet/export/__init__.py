@@ -21,7 +21,6 @@ from splitnet.export._bundle import (
     export_bundle,
 )
 from splitnet.export._ir import convert_head, normalize_frame
-from splitnet.export._whole import WHOLE_MODES, export_whole
 from splitnet.export._parity import ParityError, ParityReport, TensorParity, compare_outputs
 from splitnet.export._targets import (
     ExportTarget,
@@ -31,6 +30,7 @@ from splitnet.export._targets import (
     load_myriad_ops,
     register_target,
 )
+from splitnet.export._whole import WHOLE_MODES, export_whole
 
 __all__ = [
     "HEAD_BIN",

@@ -29,7 +29,10 @@ through the link emulator, ``experiments/validate_plan.py``):
   (``serve --max-delay-ms``);
 * where the device and the server compute on the same ``shared_cores`` (a test bench
   on one machine), their compute adds up: ``(source + device + server) / cores`` is a
-  stage too; pipelining overlaps only stages on separate resources.
+  stage too; pipelining overlaps only stages on separate resources. There a queue
+  (and the full window's wait) forms only where the server's share is the larger; where
+  the device's is, the producer itself is slowed and each frame's compute is stretched
+  by the other side's (processor sharing: ``+ min(device, server)``).
 """
 
 from __future__ import annotations
@@ -275,11 +278,18 @@ def _stream(device, server, bits, bandwidth_bps, rtt_s: float, p: Pipeline):
     period = np.maximum.reduce(periods)
     with np.errstate(divide="ignore", invalid="ignore"):
         fps = np.where(period > 0, 1000.0 / period, np.inf)
+    # sharing the cores, each frame's compute is slowed by the other side's (processor
+    # sharing: the smaller of the two runs beside the larger)
+    shared = np.minimum(loop, server) if p.shared_cores else np.zeros_like(loop)
     if p.window:
-        # the window fills unless the device's own loop is what bounds the stream
+        # the window fills unless the device's own loop is what bounds the stream (or, on
+        # shared cores, the device's loop is the larger share: no queue forms before the
+        # server, the producer itself is slowed)
         full = sends & (period > loop)
+        if p.shared_cores:
+            full &= ~((compute >= np.maximum(transfer, window)) & (loop >= server))
         queued = (p.window + 1) * period - loop
-        stream = np.where(full, np.maximum(latency, queued), latency)
+        stream = np.where(full, np.maximum(latency, queued), latency + np.where(sends, shared, 0.0))
     else:
         stream = latency
     return latency, fps, stream, periods
