@@ -193,7 +193,14 @@ def export(cfg: dict, files: dict, work: Path, c, reuse: bool) -> Path:
         args += ["--whole", "--image-codec", codec]
     else:
         # one bundle per point x codec: a server may serve two codecs of one point
-        args += ["--split", c.split, "--codec", c.codec, "--name", f"{cfg['model']}.{c.split}.{c.codec}"]
+        args += [
+            "--split",
+            c.split,
+            "--codec",
+            c.codec,
+            "--name",
+            f"{cfg['model']}.{c.split}.{c.codec}",
+        ]
     splitnet(*args)
     return out
 
@@ -221,7 +228,12 @@ def run_daemon(bundle: Path, port: int, mbps: float, rtt_ms: float, frames: int,
     from splitnet.bundle import read_manifest
 
     if read_manifest(bundle, verify=False).has_tail:  # device-only: no server, no link
-        args += ["--server", f"127.0.0.1:{port}", "--emulate-link", f"{mbps:g}Mbit/s,{rtt_ms / 2:g}ms"]
+        args += [
+            "--server",
+            f"127.0.0.1:{port}",
+            "--emulate-link",
+            f"{mbps:g}Mbit/s,{rtt_ms / 2:g}ms",
+        ]
     load = os.getloadavg()
     summary = json.loads(splitnet(*args, capture=True))
     return summary, load, os.getloadavg()
@@ -250,7 +262,9 @@ def error(predicted: float, measured: float) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("config", type=Path)
     ap.add_argument("--out", type=Path, help="default experiments/results/<name>")
     ap.add_argument("--work", type=Path, help="bundles and inputs (default: a temp folder)")
@@ -367,7 +381,9 @@ HEADER = [
 
 
 def _row(r: dict) -> list[str]:
-    p, m, e, q, eq = (r[k] for k in ("predicted", "measured", "error_pct", "predicted_phase1", "error_pct_phase1"))
+    p, m, e, q, eq = (
+        r[k] for k in ("predicted", "measured", "error_pct", "predicted_phase1", "error_pct_phase1")
+    )
     return [
         f"{r['bandwidth_mbps']:g}", r["candidate"], r["role"],
         f"{p['fps']:.1f}", f"{m['fps']:.1f}", f"{e['fps']:+.0f}%",
@@ -380,7 +396,9 @@ def _row(r: dict) -> list[str]:
 
 def markdown(cfg: dict, doc: dict, rows: list[list[str]]) -> str:
     runs = doc["runs"]
-    within = [abs(r["error_pct"]["fps"]) <= 15 and abs(r["error_pct"]["latency_ms"]) <= 15 for r in runs]
+    within = [
+        abs(r["error_pct"]["fps"]) <= 15 and abs(r["error_pct"]["latency_ms"]) <= 15 for r in runs
+    ]
     worst_fps = max(abs(r["error_pct"]["fps"]) for r in runs)
     worst_lat = max(abs(r["error_pct"]["latency_ms"]) for r in runs)
     old_fps = max(abs(r["error_pct_phase1"]["fps"]) for r in runs)
@@ -407,7 +425,9 @@ def markdown(cfg: dict, doc: dict, rows: list[list[str]]) -> str:
         "latency = one frame's). load: `os.getloadavg()` before and after each run (a "
         "training job and other sessions share the 2 cores).",
         "",
-        format_table(HEADER, rows, align="rll" + "r" * (len(HEADER) - 3)).replace("\n", "\n    ").join(["    ", ""]),
+        format_table(HEADER, rows, align="rll" + "r" * (len(HEADER) - 3))
+        .replace("\n", "\n    ")
+        .join(["    ", ""]),
         "",
         f"Within 15% (FPS and latency): {sum(within)} of {len(runs)} runs; worst error "
         f"{worst_fps:.0f}% (FPS), {worst_lat:.0f}% (latency); the phase-1 model's worst: "

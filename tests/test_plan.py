@@ -420,7 +420,12 @@ def test_cli_pipeline_options(files, capsys):
     assert main([*argv, "--json", "-"]) == 0
     doc = json.loads(capsys.readouterr().out)
     # the defaults are splitnet device's window and splitnet serve's batching delay
-    assert doc["pipeline"] == {"window": 8, "shared_cores": None, "source_ms": 0.0, "server_delay_ms": 5.0}
+    assert doc["pipeline"] == {
+        "window": 8,
+        "shared_cores": None,
+        "source_ms": 0.0,
+        "server_delay_ms": 5.0,
+    }
     assert all("stream_latency_ms" in r for r in doc["ranked"])
     assert main([*argv, "--window", "0", "--server-delay", "0ms", "--shared-cores", "1"]) == 0
     assert "device and server on 1 shared core(s)" in capsys.readouterr().out

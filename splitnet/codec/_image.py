@@ -96,7 +96,11 @@ class ImageCodec:
 
     def config(self) -> dict[str, Any]:
         """``{"name": ..., "quality": ...}``; ``get_codec(**config)`` rebuilds it."""
-        return {"name": self.name} if self.quality is None else {"name": self.name, "quality": self.quality}
+        return (
+            {"name": self.name}
+            if self.quality is None
+            else {"name": self.name, "quality": self.quality}
+        )
 
     def calibrate(self, batches) -> ImageCodec:
         raise CodecError(f"codec {self.name!r} does not quantize; nothing to calibrate")

@@ -154,7 +154,9 @@ def export_whole(
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
         if mode == "device-only":
-            sections, files, report = _device_only(net, spec, target, staging, tolerance, parity_frames)
+            sections, files, report = _device_only(
+                net, spec, target, staging, tolerance, parity_frames
+            )
             default = f"{model_name}.device-only"
         else:
             sections, files, report = _image(net, spec, codec, options, staging, parity_frames)

@@ -190,9 +190,7 @@ def plan_candidates(
     """Ranks ``candidates`` on ``link`` and finds the crossovers (see :func:`make_plan`)."""
     bounds = bounds if bounds is not None else Bounds()
     pipeline = pipeline or Pipeline()
-    ranked, excluded = rank(
-        candidates, link, objective=objective, bounds=bounds, pipeline=pipeline
-    )
+    ranked, excluded = rank(candidates, link, objective=objective, bounds=bounds, pipeline=pipeline)
     feasible = [k.candidate for k in ranked]
     xs = crossovers(
         feasible,
