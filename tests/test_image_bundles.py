@@ -291,9 +291,11 @@ def test_cli_one_line_errors(whole_bundles, tmp_path, capsys):
     assert "takes no --split" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "c")]) == 2
     assert "--split is required" in capsys.readouterr().err
-    # an image bundle needs a server
+    # an image bundle needs a server, and has no head to benchmark
     assert main(["device", "--bundle", str(root / "repo" / "png"), "--frames", "1"]) == 2
     assert "missing option(s): --server" in capsys.readouterr().err
+    assert main(["bench-head", str(root / "repo" / "png")]) == 2
+    assert "is an image bundle: it has no head" in capsys.readouterr().err
 
 
 def test_device_side_of_image_and_device_only_bundles_runs_without_torch(whole_bundles, tmp_path):
