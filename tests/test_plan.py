@@ -325,3 +325,125 @@ assert rc == 0, rc
     res = run_without_torch(code, args=files)
     assert res.returncode == 0, res.stderr
     assert "best:" in res.stdout
+
+
+# -- the pipeline: window, shared cores, source time, batching delay --------------------------
+#
+# validated against the real daemon and server in experiments/validate_plan.py
+
+
+def _cost(files, bw, **pipeline):
+    from splitnet.plan import Link, Pipeline, build_candidates, evaluate, read_profile
+    from splitnet.plan import read_rate_accuracy as read_ra
+
+    cands, _ = build_candidates(read_profile(files[0]), read_ra(files[1]))
+    link = Link(bw, 0.02)
+    by = {c.name: c for c in cands}
+    return {n: evaluate(c, link, pipeline=Pipeline(**pipeline)) for n, c in by.items()}, link
+
+
+def test_a_full_window_bounds_the_fps_by_window_over_latency(files):
+    # "b q4" at 100 Mbit/s: device 31, transfer ~0.8, RTT 20, server 11 ms: 62.8 ms a frame;
+    # two frames in flight give at most 2 / 62.8 ms = 31.8 FPS, under the device's 32.3
+    costs, link = _cost(files, 100e6, window=2)
+    k = costs["b q4"]
+    one = 31.0 + k.transfer_ms + 20.0 + 11.0
+    assert k.latency_ms == pytest.approx(one)
+    assert k.bottleneck == "window" and k.fps == pytest.approx(2000 / one)
+    # without a window (the phase-1 model) it was the device's 1000 / 31
+    free, _ = _cost(files, 100e6)
+    assert free["b q4"].fps == pytest.approx(1000 / 31) and free["b q4"].bottleneck == "device"
+
+
+def test_a_stream_waits_in_the_full_window_unless_the_device_bounds_it(files):
+    # "a q4" at 10 Mbit/s: its ~80 ms transfer is the bottleneck; 8 frames queue in the
+    # window, and the source's next frame waits for a slot: (8 + 1) x 80 - (11 + 2) ms
+    costs, _ = _cost(files, 10e6, window=8, source_ms=2.0)
+    a = costs["a q4"]
+    assert a.bottleneck == "link" and a.fps == pytest.approx(1000 / a.transfer_ms)
+    assert a.stream_latency_ms == pytest.approx(9 * a.transfer_ms - 13.0)
+    assert a.stream_latency_ms > 5 * a.latency_ms
+    # "b q4" at 100 Mbit/s is bound by its device (31 + 2 ms): no queue, a frame's latency
+    costs, _ = _cost(files, 100e6, window=8, source_ms=2.0)
+    b = costs["b q4"]
+    assert b.bottleneck == "device" and b.fps == pytest.approx(1000 / 33)
+    assert b.stream_latency_ms == pytest.approx(b.latency_ms)
+    # device-only has no window (nothing in flight) and no link
+    d = costs["device-only"]
+    assert d.fps == pytest.approx(1000 / 502) and d.stream_latency_ms == pytest.approx(500)
+
+
+def test_shared_cores_add_the_device_and_server_compute(files):
+    # one core for the device's loop and the server: b q4 needs 31 + 11 = 42 ms of it a frame
+    costs, _ = _cost(files, 100e6, shared_cores=1)
+    b = costs["b q4"]
+    assert b.bottleneck == "compute" and b.fps == pytest.approx(1000 / 42)
+    two, _ = _cost(files, 100e6, shared_cores=2)  # 21 ms: the device (31) bounds it again
+    assert two["b q4"].bottleneck == "device" and two["b q4"].fps == pytest.approx(1000 / 31)
+    # the image's device stage is its 5 ms encode, its server 2 + 40 ms: shared, 47 ms
+    assert costs["image png"].fps == pytest.approx(1000 / max(47, costs["image png"].transfer_ms))
+
+
+def test_the_servers_batching_delay_adds_to_what_is_sent_only(files):
+    costs, _ = _cost(files, 100e6, server_delay_ms=5)
+    free, _ = _cost(files, 100e6)
+    assert costs["a q4"].latency_ms == pytest.approx(free["a q4"].latency_ms + 5)
+    assert costs["device-only"].latency_ms == free["device-only"].latency_ms == 500
+
+
+def test_curves_and_crossovers_follow_the_pipeline(files):
+    """The plot's curves and the crossovers use the same model as the ranking."""
+    import numpy as np
+
+    from splitnet.plan import Link, Pipeline, build_candidates, curves, evaluate, read_profile
+    from splitnet.plan import read_rate_accuracy as read_ra
+
+    cands, _ = build_candidates(read_profile(files[0]), read_ra(files[1]))
+    p = Pipeline(window=2, shared_cores=1, source_ms=3.0, server_delay_ms=5.0)
+    grid = np.geomspace(1e6, 1e9, 7)
+    for objective in ("fps", "latency"):
+        got = curves(cands, grid, 0.02, objective, p)
+        for i, c in enumerate(cands):
+            for j, bw in enumerate(grid):
+                k = evaluate(c, Link(bw, 0.02), pipeline=p)
+                assert got[i, j] == pytest.approx(k.fps if objective == "fps" else k.latency_ms)
+    plan = make_plan(*files, bandwidth_bps=20e6, rtt_s=0.02, objective="fps", pipeline=p)
+    for x in plan.crossovers:  # the ranking on each side of a crossover agrees with it
+        below = make_plan(*files, bandwidth_bps=0.98 * x.bandwidth_bps, rtt_s=0.02,
+                          objective="fps", pipeline=p)  # fmt: skip
+        assert below.best.candidate.name == x.below
+
+
+def test_cli_pipeline_options(files, capsys):
+    argv = ["plan", "toy", "--input", "3x64x64", "--bandwidth", "20Mbit/s", "--rtt", "20ms",
+            "--profile", str(files[0]), "--rate-accuracy", str(files[1])]  # fmt: skip
+    assert main([*argv, "--json", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    # the defaults are splitnet device's window and splitnet serve's batching delay
+    assert doc["pipeline"] == {
+        "window": 8,
+        "shared_cores": None,
+        "source_ms": 0.0,
+        "server_delay_ms": 5.0,
+    }
+    assert all("stream_latency_ms" in r for r in doc["ranked"])
+    assert main([*argv, "--window", "0", "--server-delay", "0ms", "--shared-cores", "1"]) == 0
+    assert "device and server on 1 shared core(s)" in capsys.readouterr().out
+    assert main([*argv, "--window", "-1"]) == 2
+    assert "--window must be >= 0" in capsys.readouterr().err
+    assert main([*argv, "--shared-cores", "0"]) == 2
+    assert "shared cores must be > 0" in capsys.readouterr().err
+
+
+def test_on_shared_cores_no_queue_forms_when_the_device_is_the_larger_share(files):
+    # "b q4" at 100 Mbit/s on one shared core: its device loop (31 ms) outweighs the server
+    # (11 ms), so the producer, slowed by the server's work, is what limits the stream:
+    # the window does not fill; each frame is slowed by the 11 ms computed beside it
+    costs, _ = _cost(files, 100e6, window=8, shared_cores=1)
+    b = costs["b q4"]
+    assert b.bottleneck == "compute" and b.fps == pytest.approx(1000 / 42)
+    assert b.stream_latency_ms == pytest.approx(b.latency_ms + 11.0)
+    # "a q4" (device 11, server 21 ms) queues before the server: the window fills
+    a = costs["a q4"]
+    assert a.bottleneck == "compute" and a.fps == pytest.approx(1000 / 32)
+    assert a.stream_latency_ms == pytest.approx(9 * 32 - 11)

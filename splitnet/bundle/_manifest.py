@@ -24,6 +24,7 @@ __all__ = [
     "HEAD_BIN",
     "HEAD_XML",
     "MANIFEST_FILE",
+    "MODES",
     "TAIL_FILE",
     "BundleError",
     "InputSpec",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+# what a bundle deploys: a split (head on the device, tail on the server), the image sent
+# to the whole model on the server (no head), or the whole model on the device (no tail)
+MODES = ("split", "image", "device-only")
 MANIFEST_FILE = "manifest.json"
 HEAD_XML, HEAD_BIN, TAIL_FILE = "head.xml", "head.bin", "tail.pt2"
 
@@ -135,6 +139,9 @@ class Manifest:
         parity: the export-time comparison of OpenVINO and torch.
         versions: library versions that wrote the bundle.
         files: relative path -> sha256 of every file but the manifest.
+        mode: one of :data:`MODES`: ``split``; ``image`` (no head: the device codes the
+            frame itself as PNG/JPEG, the tail is the whole model, normalisation
+            included); ``device-only`` (the head is the whole model, no tail, no codec).
     """
 
     format_version: int
@@ -153,10 +160,25 @@ class Manifest:
     parity: dict[str, Any]
     versions: dict[str, str]
     files: dict[str, str] = field(default_factory=dict)
+    mode: str = "split"
+
+    @property
+    def has_head(self) -> bool:
+        """Whether the device runs a head IR (not for ``image`` bundles)."""
+        return self.mode != "image"
+
+    @property
+    def has_tail(self) -> bool:
+        """Whether a server runs a tail (not for ``device-only`` bundles)."""
+        return self.mode != "device-only"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))
+        """A JSON-able dict (tuples become lists); ``mode`` only where it is not ``split``,
+        so split bundles keep the manifest they always had."""
+        doc = json.loads(json.dumps(asdict(self)))
+        if doc["mode"] == "split":
+            del doc["mode"]
+        return doc
 
     def to_json(self) -> str:
         """Indented JSON with lists of numbers or strings kept on one line."""
@@ -166,6 +188,8 @@ class Manifest:
         """The bundle's codec for the crossing tensors, calibration included (torch-free)."""
         from splitnet.codec import get_codec
 
+        if self.mode == "device-only":
+            raise BundleError(f"bundle {self.name} is device-only: nothing is coded or sent")
         options = dict(self.codec.get("options") or {})
         if self.codec.get("calibration") is not None:
             options["calibration"] = self.codec["calibration"]
@@ -222,6 +246,7 @@ class Manifest:
             parity=dict(doc.get("parity") or {}),
             versions=dict(doc.get("versions") or {}),
             files=dict(files),
+            mode=str(doc.get("mode", "split")),
         )
 
     def _check(self) -> None:
@@ -232,10 +257,12 @@ class Manifest:
             raise BundleError(
                 f"manifest output.kind must be 'mask' or 'classes', got {self.output.kind!r}"
             )
-        for key in ("xml", "bin"):
+        if self.mode not in MODES:
+            raise BundleError(f"manifest mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for key in ("xml", "bin") if self.has_head else ():
             if key not in self.head:
                 raise BundleError(f"manifest head is missing {key!r}")
-        if "file" not in self.tail:
+        if self.has_tail and "file" not in self.tail:
             raise BundleError("manifest tail is missing 'file'")
         for path in self.files:
             if Path(path).is_absolute() or ".." in Path(path).parts:
@@ -313,7 +340,7 @@ def read_manifest(bundle_dir: str | os.PathLike, *, verify: bool = True, only=No
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{path} is not valid JSON: {e}") from None
     manifest = Manifest.from_dict(doc)
-    for key in ("xml", "bin"):
+    for key in ("xml", "bin") if manifest.has_head else ():
         if manifest.head[key] not in manifest.files:
             raise BundleError(f"manifest lists no checksum for the head file {manifest.head[key]}")
     if verify:

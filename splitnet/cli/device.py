@@ -18,7 +18,10 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="YAML file of these options (the command line wins)")
     p.add_argument("--bundle", help="the split bundle folder; required")
     p.add_argument(
-        "--server", type=_args.name_list, metavar="HOST:PORT[,HOST:PORT...]", help="required"
+        "--server",
+        type=_args.name_list,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="required, except for a device-only bundle (splitnet export --device-only)",
     )
     p.add_argument(
         "--source",
@@ -63,12 +66,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.config:
         _args.apply_config_file(args.parser, args, args.config)
-    _args.require(args, "bundle", "server")
+    _args.require(args, "bundle")
+    if not args.server and not _device_only(args.bundle):
+        _args.require(args, "server")
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     config = DaemonConfig(
         bundle=args.bundle,
-        servers=tuple(args.server),
+        servers=tuple(args.server or ()),
         source=args.source,
         fps=args.fps,
         frames=args.frames,
@@ -87,3 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if summary.fatal:
         raise SplitnetError(summary.fatal)
     return 0
+
+
+def _device_only(bundle: str) -> bool:
+    from splitnet.bundle import read_manifest
+
+    return read_manifest(bundle, verify=False).mode == "device-only"

@@ -15,7 +15,25 @@ def add_parser(sub) -> None:
         description=__doc__,
     )
     _args.add_model_and_input(p)
-    p.add_argument("--split", required=True, help="split point name or index (splitnet points)")
+    p.add_argument("--split", help="split point name or index (splitnet points); required")
+    whole = p.add_mutually_exclusive_group()
+    whole.add_argument(
+        "--device-only",
+        action="store_true",
+        help="the whole model as the head, no tail: splitnet device runs it without a server",
+    )
+    whole.add_argument(
+        "--whole",
+        action="store_true",
+        help="the image baseline: no head, the device sends the frame as --image-codec, "
+        "the server runs the whole model",
+    )
+    p.add_argument(
+        "--image-codec",
+        default="png",
+        metavar="png|jpeg[:Q]",
+        help="with --whole: png (lossless, default) or jpeg:QUALITY (default 95)",
+    )
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--weights", help="local state-dict file (default: random weights)")
     p.add_argument("--target", default="cpu", help="export target: cpu or myriad (default cpu)")
@@ -60,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.calibrate < 0:
         raise ConfigError(f"--calibrate must be >= 0, got {args.calibrate}")
+    if args.device_only or args.whole:
+        return _run_whole(args)
+    if args.split is None:
+        raise ConfigError("--split is required (or --device-only / --whole for the baselines)")
     result = export_bundle(
         args.model,
         input_shape=args.input,
@@ -92,4 +114,44 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"  {result.parity}")
     print(f"  tail batch {m.tail['batch']}; codec {m.codec['name']}")
+    return 0
+
+
+def _run_whole(args: argparse.Namespace) -> int:
+    from splitnet.export import export_whole
+
+    mode = "device-only" if args.device_only else "image"
+    for flag, given in (
+        ("--split", args.split is not None),
+        ("--bottleneck", args.bottleneck is not None),
+        ("--calibrate", args.calibrate > 0),
+        ("--codec-opt", bool(args.codec_opt)),
+        ("--codec", args.codec != "f16"),
+    ):
+        if given:
+            raise ConfigError(f"--{mode.replace('image', 'whole')} takes no {flag}")
+    result = export_whole(
+        args.model,
+        input_shape=args.input,
+        out_dir=args.out,
+        mode=mode,
+        image_codec=args.image_codec,
+        weights=args.weights,
+        target=args.target,
+        name=args.name,
+        num_classes=args.num_classes,
+        model_args=dict(args.model_arg),
+        tolerance=args.tolerance,
+        overwrite=args.overwrite,
+    )
+    m = result.manifest
+    if args.json:
+        print(m.to_json(), end="")
+        return 0
+    what = "whole model on the device" if mode == "device-only" else f"image as {m.codec['name']}"
+    print(f"wrote {result.bundle_dir} ({m.name}: {what}) in {result.seconds:.1f} s")
+    for rel in sorted(m.files):
+        size = (result.bundle_dir / rel).stat().st_size
+        print(f"  {rel:10s} {size / 2**20:8.2f} MiB  sha256 {m.files[rel][:16]}")
+    print(f"  {result.parity}")
     return 0

@@ -63,6 +63,33 @@ def add_parser(sub) -> None:
         "(default: the tail times of --profile)",
     )
     p.add_argument(
+        "--window",
+        type=int,
+        default=8,
+        metavar="N",
+        help="frames in flight (splitnet device --window; default 8): bounds the FPS by "
+        "N / latency and sets a stream's latency; 0: no bound",
+    )
+    p.add_argument(
+        "--server-delay",
+        default="5ms",
+        metavar="DURATION",
+        help="the server's batching delay (serve --max-delay-ms; default 5ms)",
+    )
+    p.add_argument(
+        "--source-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="the frame source's time per frame on the device (default 0)",
+    )
+    p.add_argument(
+        "--shared-cores",
+        type=float,
+        metavar="N",
+        help="device and server on one machine, computing on N cores: their compute adds up",
+    )
+    p.add_argument(
         "--top", type=int, default=10, metavar="N", help="rows in the table (default 10)"
     )
     p.add_argument(
@@ -73,7 +100,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitnet.plan import make_plan, parse_bandwidth, parse_duration
+    from splitnet.plan import Pipeline, make_plan, parse_bandwidth, parse_duration
 
     bandwidth = parse_bandwidth(args.bandwidth)
     rtt = parse_duration(args.rtt)
@@ -83,6 +110,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--plot writes a PNG file; give a name ending in .png, got {args.plot!r}"
         )
+    if args.window < 0:
+        raise ConfigError(f"--window must be >= 0, got {args.window}")
+    pipeline = Pipeline(
+        window=args.window or None,
+        shared_cores=args.shared_cores,
+        source_ms=args.source_ms,
+        server_delay_ms=1000 * parse_duration(args.server_delay),
+    )
     plan = make_plan(
         args.profile,
         args.rate_accuracy,
@@ -94,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         server_profile=args.server_profile,
         model=args.model,
         input_shape=args.input,
+        pipeline=pipeline,
     )
     if args.json == "-":
         print(plan.to_json())

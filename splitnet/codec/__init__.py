@@ -9,7 +9,9 @@ A codec turns a list of arrays into one self-describing payload and back::
 Codecs: ``f32`` (lossless), ``f16``, ``bf16`` (round to nearest even, as
 ``torch.Tensor.bfloat16``), ``q1`` ... ``q16`` (uniform affine quantization
 to n bits) and ``learned`` (a learned bottleneck's latent, coded with its
-prior's tables; it decodes with its codec instance, see :mod:`splitnet.codec._learned`). Entropy stages: ``none`` (bit-packing), ``zstd`` (default) and
+prior's tables; it decodes with its codec instance, see :mod:`splitnet.codec._learned`),
+and the image codecs ``png`` and ``jpeg`` (the raw frame as an image file, for the
+image baseline's bundles; :mod:`splitnet.codec._image`). Entropy stages: ``none`` (bit-packing), ``zstd`` (default) and
 ``ans`` (rANS via ``constriction``, quantizing codecs only). Lossy codecs
 decode to float32; ``f32`` decodes to the dtype it was given.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 from splitnet.codec import (  # noqa: F401  (register the built-in codecs)
     _float,
+    _image,
     _learned,
     _quant_codec,
 )
@@ -50,12 +53,14 @@ from splitnet.codec._format import (
     MAX_TENSORS,
     CodecError,
 )
+from splitnet.codec._image import IMAGE_CODECS, ImageCodec
 from splitnet.codec._learned import LearnedCodec
 from splitnet.codec._quant_codec import QuantCodec
 from splitnet.codec._stats import CodecStats
 
 __all__ = [
     "FORMAT_VERSION",
+    "IMAGE_CODECS",
     "MAX_ELEMENTS",
     "MAX_RANK",
     "MAX_TENSORS",
@@ -64,6 +69,7 @@ __all__ = [
     "CodecOptions",
     "CodecStats",
     "FloatCodec",
+    "ImageCodec",
     "LearnedCodec",
     "QuantCodec",
     "TensorCode",

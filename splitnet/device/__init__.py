@@ -12,6 +12,7 @@ Example:
 
 from splitnet.device._daemon import DaemonConfig, DeviceDaemon, Summary, run_daemon
 from splitnet.device._link import LinkEmulator, parse_link
+from splitnet.device._modes import FrameHead, LocalDaemon, open_head, postprocess
 from splitnet.device._runner import DeviceError, FrameError, HeadRunner
 from splitnet.device._sources import (
     FrameRequest,
@@ -27,17 +28,21 @@ __all__ = [
     "DeviceDaemon",
     "DeviceError",
     "FrameError",
+    "FrameHead",
     "FrameRequest",
     "FrameSource",
     "HeadBenchmark",
     "HeadRunner",
     "LinkEmulator",
+    "LocalDaemon",
     "Summary",
     "benchmark_callable",
     "benchmark_head",
     "list_frame_sources",
+    "open_head",
     "open_source",
     "parse_link",
+    "postprocess",
     "register_frame_source",
     "run_daemon",
 ]

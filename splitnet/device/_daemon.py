@@ -147,7 +147,7 @@ class DeviceDaemon:
     """
 
     def __init__(self, config: DaemonConfig) -> None:
-        from splitnet.device._runner import HeadRunner
+        from splitnet.device._modes import open_head
 
         if not config.servers:
             raise ConfigError("no server address given")
@@ -158,7 +158,7 @@ class DeviceDaemon:
         self.config = config
         link = config.emulate_link
         self.link: LinkEmulator | None = parse_link(link) if isinstance(link, str) else link
-        self.runner = HeadRunner(config.bundle, device=config.device)
+        self.runner = open_head(config.bundle, device=config.device)  # image bundles: no head
         self.manifest = self.runner.manifest
         self.codec = self.manifest.make_codec()
         h, w = self.manifest.input.frame_shape[:2]
@@ -499,5 +499,12 @@ def _is_ipv4(address: str) -> bool:
 
 
 def run_daemon(config: DaemonConfig) -> Summary:
-    """Runs a daemon to the end of its source; the blocking entry point of ``splitnet device``."""
-    return asyncio.run(DeviceDaemon(config).run())
+    """Runs a daemon to the end of its source; the blocking entry point of ``splitnet device``.
+
+    A ``device-only`` bundle runs on the device alone (:class:`~splitnet.device.LocalDaemon`).
+    """
+    from splitnet.bundle import read_manifest
+    from splitnet.device._modes import LocalDaemon
+
+    local = read_manifest(config.bundle, verify=False).mode == "device-only"
+    return asyncio.run((LocalDaemon if local else DeviceDaemon)(config).run())

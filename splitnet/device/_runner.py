@@ -83,6 +83,10 @@ class HeadRunner:
         ov = _openvino()
         self.bundle_dir = Path(bundle_dir)
         self.manifest: Manifest = read_manifest(self.bundle_dir)
+        if not self.manifest.has_head:
+            raise BundleError(
+                f"{self.bundle_dir} is an image bundle: it has no head (the device sends the frame)"
+            )
         if hint not in HINTS:
             raise DeviceError(f"unknown hint {hint!r}; hints: {', '.join(HINTS)}")
         if precision is not None and precision not in PRECISIONS:

@@ -30,12 +30,14 @@ from splitnet.export._targets import (
     load_myriad_ops,
     register_target,
 )
+from splitnet.export._whole import WHOLE_MODES, export_whole
 
 __all__ = [
     "HEAD_BIN",
     "HEAD_XML",
     "MAX_BATCH",
     "TAIL_FILE",
+    "WHOLE_MODES",
     "ExportError",
     "ExportResult",
     "ExportTarget",
@@ -46,6 +48,7 @@ __all__ = [
     "compare_outputs",
     "convert_head",
     "export_bundle",
+    "export_whole",
     "get_target",
     "list_targets",
     "load_myriad_ops",

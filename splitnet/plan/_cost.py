@@ -13,6 +13,26 @@ server. Its stages, each from a measurement:
 Objectives: ``latency`` (one frame end to end: the sum of the stages) or ``fps``
 (pipelined, a window of frames in flight: ``1000 / max(device, transfer, server)``
 ms, the RTT overlapped). Bounds: the metric drop and the device memory.
+
+A :class:`Pipeline` says how the daemon and the server run the stages, and with it
+the model follows what a stream does (checked against the real daemon and server
+through the link emulator, ``experiments/validate_plan.py``):
+
+* the daemon holds at most ``window`` frames in flight, each from the start of its
+  encode to its answer, so the FPS is also bounded by ``window / latency``;
+* with the window full (any bottleneck but the device) every frame waits in it:
+  by Little's law a frame is answered ``window / FPS`` after it got its slot, and
+  since a non-live source's frame is captured before it waits for a slot, the mean
+  latency of the stream is ``(window + 1) / FPS - (source + device)``;
+* the frame source (a camera's capture, the synthetic frames) takes ``source_ms`` of
+  the device's loop, and a frame arriving alone at the server waits for its batch
+  (``serve --max-delay-ms``);
+* where the device and the server compute on the same ``shared_cores`` (a test bench
+  on one machine), their compute adds up: ``(source + device + server) / cores`` is a
+  stage too; pipelining overlaps only stages on separate resources. There a queue
+  (and the full window's wait) forms only where the server's share is the larger; where
+  the device's is, the producer itself is slowed and each frame's compute is stretched
+  by the other side's (processor sharing: ``+ min(device, server)``).
 """
 
 from __future__ import annotations
@@ -41,6 +61,7 @@ __all__ = [
     "Cost",
     "Crossover",
     "Link",
+    "Pipeline",
     "build_candidates",
     "crossovers",
     "evaluate",
@@ -63,6 +84,42 @@ class Link:
 
     bandwidth_bps: float
     rtt_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """How frames flow through the stages (see the module's docstring).
+
+    Attributes:
+        window: frames in flight at most (``splitnet device --window``); ``None``: no
+            bound, the FPS is the slowest stage's and a stream's latency a frame's.
+        shared_cores: the device and the server compute on the same cores, this many
+            (one machine); ``None``: separate machines.
+        source_ms: the frame source's time per frame on the device.
+        server_delay_ms: the server's batching delay (``serve --max-delay-ms``), which a
+            frame arriving alone waits.
+    """
+
+    window: int | None = None
+    shared_cores: float | None = None
+    source_ms: float = 0.0
+    server_delay_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.window is not None and self.window < 1:
+            raise PlanError(f"the window must be >= 1 frame, got {self.window}")
+        if self.shared_cores is not None and not self.shared_cores > 0:
+            raise PlanError(f"shared cores must be > 0, got {self.shared_cores:g}")
+        if self.source_ms < 0 or self.server_delay_ms < 0:
+            raise PlanError("the source time and the server's delay must be >= 0 ms")
+
+    def to_dict(self) -> dict:
+        return {
+            "window": self.window,
+            "shared_cores": self.shared_cores,
+            "source_ms": self.source_ms,
+            "server_delay_ms": self.server_delay_ms,
+        }
 
 
 @dataclass(frozen=True)
@@ -166,11 +223,16 @@ class Cost:
         candidate: what is costed.
         transfer_ms: ``wire_bytes * 8 / bandwidth``.
         link_ms: transfer + RTT (0 when nothing is sent).
-        latency_ms: device + link + server: one frame, captured to answered.
-        fps: ``1000 / max(device, transfer, server)``: frames per second with a window
-            of frames in flight (the RTT overlaps).
-        bottleneck: the slowest stage (``device``, ``link`` or ``server``).
+        latency_ms: device + link + server (+ the server's batching delay): one frame
+            alone, captured to answered.
+        fps: frames per second of a stream: ``1000 / max(stages)`` ms, the stages being
+            device (+ source), transfer, server and, with shared cores, their compute;
+            at most ``window / latency`` (see :class:`Pipeline`).
+        bottleneck: what bounds the FPS (``device``, ``link``, ``server``, ``compute``:
+            the shared cores, or ``window``).
         misses: the bounds the candidate misses, and by how much.
+        stream_latency_ms: the mean latency of a stream at that FPS (captured to
+            answered; the wait in a full window included).
     """
 
     candidate: Candidate
@@ -180,6 +242,7 @@ class Cost:
     fps: float
     bottleneck: str
     misses: dict[str, float] = field(default_factory=dict)
+    stream_latency_ms: float = 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -188,26 +251,75 @@ class Cost:
             "link_ms": self.link_ms,
             "latency_ms": self.latency_ms,
             "fps": self.fps if math.isfinite(self.fps) else None,  # JSON has no infinity
+            "stream_latency_ms": self.stream_latency_ms,
             "bottleneck": self.bottleneck,
             "meets_bounds": not self.misses,
             "misses": dict(self.misses),
         }
 
 
-def evaluate(c: Candidate, link: Link, bounds: Bounds | None = None) -> Cost:
-    """The cost of ``c`` on ``link``."""
-    transfer = c.transfer_ms(link)
-    stages = {"device": c.device_ms, "link": transfer, "server": c.server_ms}
-    slowest = max(stages, key=stages.__getitem__)
-    link_ms = c.link_ms(link)
+STAGES = ("device", "link", "server", "compute", "window")
+
+
+def _stream(device, server, bits, bandwidth_bps, rtt_s: float, p: Pipeline):
+    """The model on arrays (broadcast): ``(latency_ms, fps, stream_latency_ms, periods)``,
+    ``periods`` the ms per frame of each of :data:`STAGES` (the largest bounds the FPS)."""
+    sends = bits > 0
+    transfer = 1000.0 * bits / bandwidth_bps
+    server = np.where(sends, server, 0.0)
+    wait = np.where(sends, p.server_delay_ms, 0.0)
+    latency = device + np.where(sends, transfer + 1000.0 * rtt_s, 0.0) + server + wait
+    loop = device + p.source_ms  # the daemon's producer, frame after frame
+    compute = (loop + server) / p.shared_cores if p.shared_cores else np.zeros_like(loop)
+    # a window of frames is held from the start of each encode to its answer
+    held = np.where(sends, latency, 0.0)
+    window = held / p.window if p.window else np.zeros_like(held)
+    periods = np.broadcast_arrays(loop, transfer, server, compute, window)
+    period = np.maximum.reduce(periods)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fps = np.where(period > 0, 1000.0 / period, np.inf)
+    # sharing the cores, each frame's compute is slowed by the other side's (processor
+    # sharing: the smaller of the two runs beside the larger)
+    shared = np.minimum(loop, server) if p.shared_cores else np.zeros_like(loop)
+    if p.window:
+        # the window fills unless the device's own loop is what bounds the stream (or, on
+        # shared cores, the device's loop is the larger share: no queue forms before the
+        # server, the producer itself is slowed)
+        full = sends & (period > loop)
+        if p.shared_cores:
+            full &= ~((compute >= np.maximum(transfer, window)) & (loop >= server))
+        queued = (p.window + 1) * period - loop
+        stream = np.where(full, np.maximum(latency, queued), latency + np.where(sends, shared, 0.0))
+    else:
+        stream = latency
+    return latency, fps, stream, periods
+
+
+def evaluate(
+    c: Candidate, link: Link, bounds: Bounds | None = None, *, pipeline: Pipeline | None = None
+) -> Cost:
+    """The cost of ``c`` on ``link``, its frames flowing as ``pipeline`` says (default: no
+    window, separate machines, no source time or batching delay)."""
+    p = pipeline or Pipeline()
+    latency, fps, stream, periods = _stream(
+        np.float64(c.device_ms),
+        np.float64(c.server_ms),
+        np.float64(8.0 * c.wire_bytes),
+        link.bandwidth_bps,
+        link.rtt_s,
+        p,
+    )
+    values = [float(v) for v in periods]
+    slowest = STAGES[int(np.argmax(values))]  # the first on a tie: device before link ...
     return Cost(
         candidate=c,
-        transfer_ms=transfer,
-        link_ms=link_ms,
-        latency_ms=c.device_ms + link_ms + c.server_ms,
-        fps=1000.0 / stages[slowest] if stages[slowest] > 0 else math.inf,
+        transfer_ms=c.transfer_ms(link),
+        link_ms=c.link_ms(link),
+        latency_ms=float(latency),
+        fps=float(fps),
         bottleneck=slowest,
         misses=(bounds or Bounds()).misses(c),
+        stream_latency_ms=float(stream),
     )
 
 
@@ -219,7 +331,12 @@ def _key(cost: Cost, objective: str) -> tuple:
 
 
 def rank(
-    candidates: Sequence[Candidate], link: Link, *, objective: str, bounds: Bounds
+    candidates: Sequence[Candidate],
+    link: Link,
+    *,
+    objective: str,
+    bounds: Bounds,
+    pipeline: Pipeline | None = None,
 ) -> tuple[list[Cost], list[Cost]]:
     """``(ranked, excluded)``: the candidates that meet ``bounds``, best first, and the others.
 
@@ -230,7 +347,8 @@ def rank(
     if objective not in OBJECTIVES:
         raise PlanError(f"unknown objective {objective!r}; objectives: {', '.join(OBJECTIVES)}")
     costs = sorted(
-        (evaluate(c, link, bounds) for c in candidates), key=lambda k: _key(k, objective)
+        (evaluate(c, link, bounds, pipeline=pipeline) for c in candidates),
+        key=lambda k: _key(k, objective),
     )
     ranked = [k for k in costs if not k.misses]
     excluded = [k for k in costs if k.misses]
@@ -282,17 +400,20 @@ def _stage_arrays(candidates: Sequence[Candidate]) -> tuple[np.ndarray, ...]:
 
 
 def curves(
-    candidates: Sequence[Candidate], bandwidths_bps: np.ndarray, rtt_s: float, objective: str
+    candidates: Sequence[Candidate],
+    bandwidths_bps: np.ndarray,
+    rtt_s: float,
+    objective: str,
+    pipeline: Pipeline | None = None,
 ) -> np.ndarray:
-    """``objective`` (latency in ms, or FPS) of each candidate (rows) at each bandwidth (columns)."""
+    """``objective`` (latency in ms, or FPS) of each candidate (rows) at each bandwidth
+    (columns), as :func:`evaluate` computes it."""
     device, server, bits = _stage_arrays(candidates)
-    transfer = 1000.0 * bits[:, None] / np.asarray(bandwidths_bps, float)[None, :]
-    if objective == "latency":
-        link = np.where(bits[:, None] > 0, transfer + 1000.0 * rtt_s, 0.0)
-        return device[:, None] + link + server[:, None]
-    slowest = np.maximum(np.maximum(device, server)[:, None], transfer)
-    with np.errstate(divide="ignore"):
-        return np.where(slowest > 0, 1000.0 / slowest, np.inf)
+    bw = np.asarray(bandwidths_bps, float)[None, :]
+    latency, fps, _, _ = _stream(
+        device[:, None], server[:, None], bits[:, None], bw, rtt_s, pipeline or Pipeline()
+    )
+    return np.broadcast_to(latency if objective == "latency" else fps, (len(candidates), bw.size))
 
 
 def _best(values: np.ndarray, objective: str) -> np.ndarray:
@@ -308,6 +429,7 @@ def crossovers(
     low_bps: float = 1e5,
     high_bps: float = 1e9,
     samples: int = 400,
+    pipeline: Pipeline | None = None,
 ) -> list[Crossover]:
     """The bandwidths in ``[low_bps, high_bps]`` where the best candidate changes.
 
@@ -317,18 +439,21 @@ def crossovers(
     if not candidates:
         return []
     grid = np.geomspace(low_bps, high_bps, samples)
-    best = _best(curves(candidates, grid, rtt_s, objective), objective)
+    best = _best(curves(candidates, grid, rtt_s, objective, pipeline), objective)
     out = []
     for i in np.flatnonzero(best[1:] != best[:-1]):
         lo, hi = math.log(grid[i]), math.log(grid[i + 1])
         a = best[i]
         while hi - lo > 1e-9:
             mid = 0.5 * (lo + hi)
-            at = _best(curves(candidates, np.array([math.exp(mid)]), rtt_s, objective), objective)[
-                0
-            ]
+            at = _best(
+                curves(candidates, np.array([math.exp(mid)]), rtt_s, objective, pipeline),
+                objective,
+            )[0]
             lo, hi = (mid, hi) if at == a else (lo, mid)
-        above = _best(curves(candidates, np.array([math.exp(hi)]), rtt_s, objective), objective)[0]
+        above = _best(
+            curves(candidates, np.array([math.exp(hi)]), rtt_s, objective, pipeline), objective
+        )[0]
         out.append(Crossover(math.exp(0.5 * (lo + hi)), candidates[a].name, candidates[above].name))
     return out
 
@@ -493,7 +618,7 @@ def build_candidates(
     out += [
         _coded(
             row,
-            bundle=f"{rate.model}.image",
+            bundle=f"{rate.model}.image-{row.codec}",  # export --whole names it so
             head_ms=0.0,
             tail_ms=srv.model_ms,
             device_memory_bytes=0,

@@ -15,6 +15,7 @@ from splitnet.plan._cost import (
     Cost,
     Crossover,
     Link,
+    Pipeline,
     build_candidates,
     crossovers,
     rank,
@@ -48,6 +49,7 @@ class Plan:
             under the bounds changes (at this RTT and objective).
         notes: what was estimated or skipped, and where the figures come from.
         inputs: the files read.
+        pipeline: how the frames flow (window, shared cores, source time, batching delay).
     """
 
     model: str
@@ -60,6 +62,7 @@ class Plan:
     crossovers: tuple[Crossover, ...]
     notes: tuple[str, ...] = ()
     inputs: dict | None = None
+    pipeline: Pipeline = Pipeline()
 
     @property
     def best(self) -> Cost:
@@ -77,6 +80,7 @@ class Plan:
             "input": list(self.input),
             "link": {"bandwidth_bps": self.link.bandwidth_bps, "rtt_ms": 1000 * self.link.rtt_s},
             "objective": self.objective,
+            "pipeline": self.pipeline.to_dict(),
             "bounds": {
                 "max_drop_points": self.bounds.max_drop_points,
                 "max_device_memory_bytes": self.bounds.max_device_memory_bytes,
@@ -96,7 +100,7 @@ class Plan:
         """The ranked table (the first ``top``, and the baselines wherever they rank),
         then the link, the crossovers and the notes."""
         header = ["rank", "candidate", "device ms", "kB/frame", "link ms", "server ms"]
-        header += ["latency ms", "FPS", "slowest", "drop", "device MB"]
+        header += ["latency ms", "FPS", "stream ms", "slowest", "drop", "device MB"]
         shown = [
             (i, k) for i, k in enumerate(self.ranked) if i < top or k.candidate.kind != "split"
         ]
@@ -113,7 +117,8 @@ class Plan:
         lines += [
             "",
             f"{self.model} {c}x{h}x{w} over {format_bandwidth(self.link.bandwidth_bps)}, "
-            f"RTT {1000 * self.link.rtt_s:g} ms; objective {self.objective}"
+            f"RTT {1000 * self.link.rtt_s:g} ms{_pipeline_text(self.pipeline)}; "
+            f"objective {self.objective}"
             f"{'; ' + ', '.join(bounds) if bounds else ''}: "
             f"{len(self.ranked)} candidates meet the bounds, {len(self.excluded)} do not "
             f"(x: outside the bounds; *: estimated term)",
@@ -129,6 +134,17 @@ class Plan:
             )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _pipeline_text(p: Pipeline) -> str:
+    parts = [f"window {p.window}"] if p.window else []
+    if p.shared_cores:
+        parts.append(f"device and server on {p.shared_cores:g} shared core(s)")
+    if p.source_ms:
+        parts.append(f"source {p.source_ms:g} ms")
+    if p.server_delay_ms:
+        parts.append(f"batching delay {p.server_delay_ms:g} ms")
+    return ", " + ", ".join(parts) if parts else ""
 
 
 def _summary(k: Cost) -> str:
@@ -152,6 +168,7 @@ def _row(rank: int | None, k: Cost) -> list[str]:
         f"{c.server_ms:.2f}{server_star}",
         f"{k.latency_ms:.1f}",
         f"{k.fps:.2f}" if k.fps != float("inf") else "inf",
+        f"{k.stream_latency_ms:.1f}",
         k.bottleneck,
         f"{c.drop_points:+.2f}{star['drop_points']}",
         f"{c.device_memory_bytes / 1e6:.1f}",
@@ -168,10 +185,12 @@ def plan_candidates(
     input_shape: Sequence[int] = (0, 0, 0),
     notes: Sequence[str] = (),
     inputs: dict | None = None,
+    pipeline: Pipeline | None = None,
 ) -> Plan:
     """Ranks ``candidates`` on ``link`` and finds the crossovers (see :func:`make_plan`)."""
     bounds = bounds if bounds is not None else Bounds()
-    ranked, excluded = rank(candidates, link, objective=objective, bounds=bounds)
+    pipeline = pipeline or Pipeline()
+    ranked, excluded = rank(candidates, link, objective=objective, bounds=bounds, pipeline=pipeline)
     feasible = [k.candidate for k in ranked]
     xs = crossovers(
         feasible,
@@ -179,6 +198,7 @@ def plan_candidates(
         objective=objective,
         low_bps=PLOT_RANGE_BPS[0],
         high_bps=PLOT_RANGE_BPS[1],
+        pipeline=pipeline,
     )
     return Plan(
         model=model,
@@ -191,6 +211,7 @@ def plan_candidates(
         crossovers=tuple(xs),
         notes=tuple(notes),
         inputs=inputs,
+        pipeline=pipeline,
     )
 
 
@@ -206,6 +227,7 @@ def make_plan(
     server_profile: str | os.PathLike | None = None,
     model: str | None = None,
     input_shape: Sequence[int] | None = None,
+    pipeline: Pipeline | None = None,
 ) -> Plan:
     """Reads the measurements and ranks every candidate on a link.
 
@@ -219,6 +241,9 @@ def make_plan(
         max_device_memory_mb: bound on the device memory (10^6 bytes).
         server_profile: a profile run on the server (``--measure-tail``).
         model, input_shape: what the caller expects; checked against the files.
+        pipeline: how the frames flow (:class:`~splitnet.plan.Pipeline`: the daemon's
+            window, shared cores, source time, the server's batching delay); default
+            none of them.
 
     Returns:
         A :class:`Plan`.
@@ -273,4 +298,5 @@ def make_plan(
         input_shape=prof.input,
         notes=notes,
         inputs=inputs,
+        pipeline=pipeline,
     )

@@ -26,7 +26,9 @@ def _lines(plan: Plan) -> list[tuple[Candidate, bool]]:
     ranked = plan.candidates
     chosen = ranked[:_LEADING]
     for objective in ("latency", "fps"):
-        for x in crossovers(ranked, rtt_s=plan.link.rtt_s, objective=objective):
+        for x in crossovers(
+            ranked, rtt_s=plan.link.rtt_s, objective=objective, pipeline=plan.pipeline
+        ):
             chosen += [c for c in ranked if c.name in (x.below, x.above)]
     everything = [(k.candidate, True) for k in plan.ranked] + [
         (k.candidate, False) for k in plan.excluded
@@ -70,7 +72,9 @@ def plot_plan(plan: Plan, path: str | os.PathLike, *, title: str | None = None) 
         (axes[0], "latency", "end-to-end latency (ms)"),
         (axes[1], "fps", "pipelined FPS (slowest stage)"),
     ):
-        values = curves([cand for cand, _ in drawn], grid, plan.link.rtt_s, objective)
+        values = curves(
+            [cand for cand, _ in drawn], grid, plan.link.rtt_s, objective, plan.pipeline
+        )
         for i, (cand, ok) in enumerate(drawn):
             style = {"device": "k-", "image": "--"}.get(cand.kind, "-")
             ax.plot(
@@ -100,10 +104,15 @@ def plot_plan(plan: Plan, path: str | os.PathLike, *, title: str | None = None) 
 def _mark_crossovers(ax, plan: Plan, objective: str) -> None:
     ranked = plan.candidates
     by_name = {cand.name: cand for cand in ranked}
-    for i, x in enumerate(crossovers(ranked, rtt_s=plan.link.rtt_s, objective=objective)):
-        y = curves([by_name[x.above]], np.array([x.bandwidth_bps]), plan.link.rtt_s, objective)[
-            0, 0
-        ]
+    xs = crossovers(ranked, rtt_s=plan.link.rtt_s, objective=objective, pipeline=plan.pipeline)
+    for i, x in enumerate(xs):
+        y = curves(
+            [by_name[x.above]],
+            np.array([x.bandwidth_bps]),
+            plan.link.rtt_s,
+            objective,
+            plan.pipeline,
+        )[0, 0]
         ax.axvline(x.bandwidth_bps / 1e6, color="C3", lw=0.8, alpha=0.5)
         ax.plot([x.bandwidth_bps / 1e6], [y], "o", color="C3", ms=6, zorder=5)
         ax.annotate(

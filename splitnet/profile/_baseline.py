@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 
+from splitnet.codec._image import PNG_OPTIONS, decode_image, encode_image
 from splitnet.synthetic import make_frame
 
 __all__ = [
@@ -17,11 +17,6 @@ __all__ = [
     "encode_image",
     "image_png_bytes",
 ]
-
-# The one PNG setting of every image baseline (profile and rate-accuracy): Pillow's
-# strongest lossless setting (zlib level 9 with its optimizer), the fairest
-# figure for "send the image instead".
-PNG_OPTIONS = {"optimize": True}
 
 STAND_IN = "frame 0 of the synthetic steel dataset (splitnet.synthetic, seed 0), grayscale replicated to each channel"
 
@@ -74,23 +69,3 @@ def code_image(a: np.ndarray, fmt: str, quality: int | None = None) -> tuple[np.
     """
     payload = encode_image(a, fmt, quality)
     return decode_image(payload, "L" if a.ndim == 2 else "RGB"), payload
-
-
-def encode_image(a: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
-    """The device's half of :func:`code_image`: samples -> PNG or JPEG bytes."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    if fmt == "png":
-        Image.fromarray(a).save(buf, format="PNG", **PNG_OPTIONS)
-    else:
-        Image.fromarray(a).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def decode_image(payload: bytes, mode: str) -> np.ndarray:
-    """The server's half of :func:`code_image`: bytes -> samples in Pillow ``mode``."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(payload)) as im:
-        return np.asarray(im.convert(mode)).copy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from splitnet._errors import ConfigError, SplitnetError
 from splitnet.bundle import MANIFEST_FILE, BundleError, Manifest, load_tail, read_manifest
 
 __all__ = ["FrameInput", "TailModel", "load_repository"]
+
+log = logging.getLogger("splitnet.server")
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -42,6 +45,8 @@ class TailModel:
     ) -> None:
         self.path = Path(bundle_dir)
         self.manifest: Manifest = read_manifest(self.path)
+        if not self.manifest.has_tail:
+            raise BundleError(f"{self.path} is a device-only bundle: it has no tail to serve")
         if precision not in PRECISIONS:
             raise ConfigError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
@@ -82,7 +87,12 @@ class TailModel:
                 raise SplitnetError(
                     f"crossing tensor {i} ({spec.name}) must have shape {list(spec.shape)}, got {list(t.shape)}"
                 )
-            if t.dtype.kind != "f":
+            if spec.dtype == "uint8":  # an image bundle's frame: samples, not activations
+                if t.dtype != np.uint8:
+                    raise SplitnetError(
+                        f"crossing tensor {i} ({spec.name}) must be uint8, got {t.dtype}"
+                    )
+            elif t.dtype.kind != "f":
                 raise SplitnetError(
                     f"crossing tensor {i} ({spec.name}) must be floating point, got {t.dtype}"
                 )
@@ -159,10 +169,15 @@ def load_repository(
         raise BundleError(f"no bundle (a folder with {MANIFEST_FILE}) in {root}")
     models: dict[str, TailModel] = {}
     for d in dirs:
+        if read_manifest(d, verify=False).mode == "device-only":
+            log.warning("%s is a device-only bundle: nothing to serve, skipped", d)
+            continue
         model = TailModel(d, device=device, precision=precision)
         if model.name in models:
             raise BundleError(
                 f"two bundles named {model.name!r}: {models[model.name].path} and {d}"
             )
         models[model.name] = model
+    if not models:
+        raise BundleError(f"no bundle to serve in {root}: every bundle there is device-only")
     return models
