@@ -233,3 +233,24 @@ def test_open_health_watch_ends_at_shutdown(repository, models):
         health_pb2.HealthCheckResponse.NOT_SERVING,
     )
     assert statuses == [serving, not_serving] and code == grpc.StatusCode.OK, (statuses, code)
+
+
+def test_metrics_port_answers_metrics_only(repository, models):
+    import urllib.error
+    import urllib.request
+
+    async def body(server, port):
+        def get(path):
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{server.metrics_port}{path}", timeout=5
+                ) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, ""
+
+        return [await asyncio.to_thread(get, p) for p in ("/metrics", "/v2/health/ready", "/")]
+
+    (ok, text), (probe, _), (root, _) = run_with_server(repository, models, body, metrics_port=0)
+    assert ok == 200 and "splitnet_requests" in text
+    assert probe == 404 and root == 404

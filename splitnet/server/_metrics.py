@@ -31,6 +31,7 @@ class _RequestCounter:
     def collect(self):
         return self.counter.collect()
 
+
 __all__ = ["Metrics"]
 
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -114,3 +115,25 @@ class Metrics:
         self.compute_seconds.labels(model).observe(stats.compute_s / stats.batch_size)
         self.batch_size.labels(model).observe(stats.batch_size)
         self.statistics.observe_batch(model, stats)
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int):
+    """Serves ``registry`` at ``http://host:port/metrics`` (404 elsewhere: an HTTP probe of
+    ``/v2/health/ready`` on this port must not read "ready"); returns the HTTP server."""
+    import threading
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+    app = make_wsgi_app(registry)
+
+    def only_metrics(environ, start_response):
+        if environ.get("PATH_INFO", "") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: the metrics are at /metrics\n"]
+        return app(environ, start_response)
+
+    httpd = make_server(host, port, only_metrics, ThreadingWSGIServer, handler_class=_SilentHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True, name="metrics").start()
+    return httpd

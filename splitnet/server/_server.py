@@ -14,7 +14,7 @@ from splitnet._errors import ConfigError
 from splitnet.server._auth import TokenAuthInterceptor
 from splitnet.server._core import InferenceCore
 from splitnet.server._health import HealthServicer
-from splitnet.server._metrics import Metrics
+from splitnet.server._metrics import Metrics, serve_metrics
 from splitnet.server._model_repository import ModelRepository
 from splitnet.server._reflection import enable_reflection
 from splitnet.server._repository import TailModel, load_repository
@@ -143,14 +143,8 @@ class InferenceServer:
         for service in ("", SERVICE_NAME):
             await _maybe_await(self.health.set(service, health_pb2.HealthCheckResponse.SERVING))
         if cfg.metrics_port is not None:
-            from prometheus_client import start_http_server
-
-            started = start_http_server(
-                cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry
-            )
-            if isinstance(started, tuple):
-                self._metrics_server = started[0]
-                self.metrics_port = self._metrics_server.server_port
+            self._metrics_server = serve_metrics(self.metrics.registry, cfg.host, cfg.metrics_port)
+            self.metrics_port = self._metrics_server.server_port
         log.info(
             "serving %s on %s:%s (%s)", ", ".join(self.models), cfg.host, self.port, self.device
         )

@@ -9,8 +9,8 @@ import grpc
 
 from splitnet import __version__
 from splitnet.server._config import PLATFORM, model_config
-from splitnet.server._model_repository import RepositoryError
 from splitnet.server._core import InferenceCore, InferError
+from splitnet.server._model_repository import RepositoryError
 from splitnet.wire import PAYLOAD_INPUT
 from splitnet.wire import inference_pb2 as pb
 from splitnet.wire import inference_pb2_grpc as pb_grpc
