@@ -254,3 +254,36 @@ def test_metrics_port_answers_metrics_only(repository, models):
     (ok, text), (probe, _), (root, _) = run_with_server(repository, models, body, metrics_port=0)
     assert ok == 200 and "splitnet_requests" in text
     assert probe == 404 and root == 404
+
+
+def test_requested_outputs_only(repository, models):
+    """A classifier asked for ``classes`` answers only ``classes``; asked for nothing, both."""
+    from splitnet.wire import output_arrays
+
+    payload = make_payload(models, RESNET)
+
+    async def body(server, port):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            only = await stub.ModelInfer(make_infer_request(RESNET, payload, outputs=["classes"]))
+            both = await stub.ModelInfer(make_infer_request(RESNET, payload))
+            return output_arrays(only), output_arrays(both)
+
+    only, both = run_with_server(repository, models, body)
+    assert set(only) == {"classes"} and set(both) == {"classes", "probabilities"}
+
+
+def test_timings_are_parameters_every_v2_client_reads(repository, models):
+    """queue_ms / compute_ms are string parameters: KServe's proto has no double_param."""
+    payload = make_payload(models, RESNET)
+
+    async def body(server, port):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            return await stub.ModelInfer(make_infer_request(RESNET, payload))
+
+    response = run_with_server(repository, models, body)
+    for key in ("queue_ms", "compute_ms"):
+        param = response.parameters[key]
+        assert param.WhichOneof("parameter_choice") == "string_param", param
+        assert float(param.string_param) >= 0

@@ -201,11 +201,13 @@ class InferenceCore:
             value = get_parameter(request.parameters, key)
             if value is not None:
                 set_parameter(response.parameters, key, value)
-        set_parameter(response.parameters, "queue_ms", stats.queue_s * 1000)
-        set_parameter(response.parameters, "compute_ms", stats.compute_s * 1000)
+        # decimal strings: string_param is in every v2 client's proto (KServe's lacks
+        # Triton's double_param), and float() reads them
+        set_parameter(response.parameters, "queue_ms", f"{stats.queue_s * 1000:.3f}")
+        set_parameter(response.parameters, "compute_ms", f"{stats.compute_s * 1000:.3f}")
         set_parameter(response.parameters, "batch_size", stats.batch_size)
         for name, array in result.items():
-            if model.task == "segmentation" and name not in wanted:
+            if wanted and name not in wanted:  # asked-for outputs only
                 continue
             array = np.ascontiguousarray(array)
             response.outputs.add(
