@@ -82,17 +82,30 @@ class InferenceCore:
         self.metrics = metrics
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._compute_pool = ThreadPoolExecutor(1, thread_name_prefix="tail")
-        self._batchers = {
-            name: DynamicBatcher(
-                m.run_batch,
-                max_batch=max(1, min(max_batch, m.max_batch)),
-                max_delay_s=max_delay_ms / 1000,
-                executor=self._compute_pool,
-            )
-            for name, m in self.models.items()
-        }
+        self.max_batch, self.max_delay_ms = max_batch, max_delay_ms
+        self._batchers = {name: self._batcher(m) for name, m in self.models.items()}
         self._cache = _ResponseCache()
         self._inflight: dict[tuple, asyncio.Future] = {}
+
+    def _batcher(self, m: TailModel) -> DynamicBatcher:
+        return DynamicBatcher(
+            m.run_batch,
+            max_batch=max(1, min(self.max_batch, m.max_batch)),
+            max_delay_s=self.max_delay_ms / 1000,
+            executor=self._compute_pool,
+        )
+
+    def add_model(self, model: TailModel) -> None:
+        """Serves ``model`` (replacing one of its name: requests it has taken still finish)."""
+        self._batchers[model.name] = self._batcher(model)
+        self.models[model.name] = model
+
+    async def remove_model(self, name: str) -> None:
+        """Stops taking requests for ``name`` and waits for those it has taken."""
+        self.models.pop(name, None)
+        batcher = self._batchers.get(name)
+        if batcher is not None:
+            await batcher.stop()
 
     def model(self, name: str) -> TailModel:
         model = self.models.get(name)
@@ -181,16 +194,20 @@ class InferenceCore:
             self.metrics.observe_batch(model.name, stats)
         if model.task == "segmentation" and not wanted:
             wanted = {"mask"}
-        response = pb.ModelInferResponse(model_name=model.name, model_version="1", id=request.id)
+        response = pb.ModelInferResponse(
+            model_name=model.name, model_version=model.version, id=request.id
+        )
         for key in ("device_id", "frame_id"):
             value = get_parameter(request.parameters, key)
             if value is not None:
                 set_parameter(response.parameters, key, value)
-        set_parameter(response.parameters, "queue_ms", stats.queue_s * 1000)
-        set_parameter(response.parameters, "compute_ms", stats.compute_s * 1000)
+        # decimal strings: string_param is in every v2 client's proto (KServe's lacks
+        # Triton's double_param), and float() reads them
+        set_parameter(response.parameters, "queue_ms", f"{stats.queue_s * 1000:.3f}")
+        set_parameter(response.parameters, "compute_ms", f"{stats.compute_s * 1000:.3f}")
         set_parameter(response.parameters, "batch_size", stats.batch_size)
         for name, array in result.items():
-            if model.task == "segmentation" and name not in wanted:
+            if wanted and name not in wanted:  # asked-for outputs only
                 continue
             array = np.ascontiguousarray(array)
             response.outputs.add(

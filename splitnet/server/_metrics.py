@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Container
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from splitnet.server._batcher import BatchStats
+from splitnet.server._statistics import Statistics
+
+UNKNOWN_MODEL = "_unknown"
+
+
+class _RequestCounter:
+    """The requests counter, whose ``model`` label is a served model's name or ``_unknown``:
+    a client's made-up model names must not become metric series (unbounded memory)."""
+
+    def __init__(self, counter: Counter, statistics: Statistics) -> None:
+        self.counter = counter
+        self.statistics = statistics
+        self.known: Callable[[], Container[str]] | None = None
+
+    def labels(self, model: str, status: str):
+        served = self.known is None or model in self.known()
+        if served and status not in ("ok", "duplicate"):
+            self.statistics.count_failure(model)
+        return self.counter.labels(model if served else UNKNOWN_MODEL, status)
+
+    def collect(self):
+        return self.counter.collect()
+
 
 __all__ = ["Metrics"]
 
@@ -17,22 +41,29 @@ _BYTES = tuple(2**k for k in range(10, 29, 2))
 @dataclass
 class Metrics:
     registry: CollectorRegistry
-    requests: Counter
+    requests: _RequestCounter
     queue_seconds: Histogram
     compute_seconds: Histogram
     batch_size: Histogram
     payload_bytes: Histogram
+    statistics: Statistics = field(default_factory=Statistics)
 
     @classmethod
     def create(cls) -> Metrics:
         r = CollectorRegistry()
+        statistics = Statistics()
         return cls(
             registry=r,
-            requests=Counter(
-                "splitnet_requests",
-                "Inference requests by model and outcome (ok, duplicate, or a gRPC status)",
-                ["model", "status"],
-                registry=r,
+            statistics=statistics,
+            requests=_RequestCounter(
+                Counter(
+                    "splitnet_requests",
+                    "Inference requests by model (a served one, else _unknown) and outcome"
+                    " (ok, duplicate, or a gRPC status)",
+                    ["model", "status"],
+                    registry=r,
+                ),
+                statistics,
             ),
             queue_seconds=Histogram(
                 "splitnet_queue_seconds",
@@ -83,3 +114,26 @@ class Metrics:
         # one observation per frame: its share of the batch, so the sum is the tail's busy time
         self.compute_seconds.labels(model).observe(stats.compute_s / stats.batch_size)
         self.batch_size.labels(model).observe(stats.batch_size)
+        self.statistics.observe_batch(model, stats)
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int):
+    """Serves ``registry`` at ``http://host:port/metrics`` (404 elsewhere: an HTTP probe of
+    ``/v2/health/ready`` on this port must not read "ready"); returns the HTTP server."""
+    import threading
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+    app = make_wsgi_app(registry)
+
+    def only_metrics(environ, start_response):
+        if environ.get("PATH_INFO", "") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: the metrics are at /metrics\n"]
+        return app(environ, start_response)
+
+    httpd = make_server(host, port, only_metrics, ThreadingWSGIServer, handler_class=_SilentHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True, name="metrics").start()
+    return httpd

@@ -57,6 +57,7 @@ class TailModel:
         self.batchable = self.manifest.tail.get("batch") == "dynamic"
         self.max_batch = int(self.manifest.tail.get("max_batch") or 1) if self.batchable else 1
         self.name = self.manifest.name
+        self.version = "1"  # REPO/NAME/VERSION/ sets it (see _model_repository)
         self.crossing_elements = sum(int(np.prod(t.shape)) for t in self.manifest.crossing)
         # the bundle's own codec decodes: a learned codec's tables live in the manifest
         self.codec = self.manifest.make_codec()
@@ -158,25 +159,29 @@ class TailModel:
 def load_repository(
     repository: str | os.PathLike, *, device: str = "cpu", precision: str = "fp32"
 ) -> dict[str, TailModel]:
-    """Loads every bundle (a folder with a manifest) in ``repository``, by model name."""
+    """Loads every model in ``repository`` (the latest version of each), by model name.
+
+    A bundle folder ``REPO/X/`` is version 1; ``REPO/NAME/VERSION/`` is Triton's layout.
+    """
+    from splitnet.server._model_repository import latest, scan
+
     root = Path(repository)
-    if not root.is_dir():
-        raise FileNotFoundError(f"model repository not found: {root}")
-    dirs = sorted(p.parent for p in root.glob(f"*/{MANIFEST_FILE}"))
-    if (root / MANIFEST_FILE).is_file():
-        dirs.insert(0, root)
-    if not dirs:
+    entries = scan(root)
+    if not entries:
         raise BundleError(f"no bundle (a folder with {MANIFEST_FILE}) in {root}")
     models: dict[str, TailModel] = {}
-    for d in dirs:
-        if read_manifest(d, verify=False).mode == "device-only":
-            log.warning("%s is a device-only bundle: nothing to serve, skipped", d)
+    for name in dict.fromkeys(e.name for e in entries):
+        flat = [e for e in entries if e.name == name and e.path.parent == root]
+        if len(flat) > 1:
+            raise BundleError(f"two bundles named {name!r}: {flat[0].path} and {flat[1].path}")
+        entry = latest(entries, name)
+        if entry.error:
+            raise BundleError(entry.error)
+        if read_manifest(entry.path, verify=False).mode == "device-only":
+            log.warning("%s is a device-only bundle: nothing to serve, skipped", entry.path)
             continue
-        model = TailModel(d, device=device, precision=precision)
-        if model.name in models:
-            raise BundleError(
-                f"two bundles named {model.name!r}: {models[model.name].path} and {d}"
-            )
+        model = TailModel(entry.path, device=device, precision=precision)
+        model.version = entry.version
         models[model.name] = model
     if not models:
         raise BundleError(f"no bundle to serve in {root}: every bundle there is device-only")

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitnet._errors import ConfigError
 from splitnet.server._auth import TokenAuthInterceptor
 from splitnet.server._core import InferenceCore
-from splitnet.server._metrics import Metrics
+from splitnet.server._health import HealthServicer
+from splitnet.server._metrics import Metrics, serve_metrics
+from splitnet.server._model_repository import ModelRepository
+from splitnet.server._reflection import enable_reflection
 from splitnet.server._repository import TailModel, load_repository
 from splitnet.server._servicer import InferenceServicer
 from splitnet.wire import inference_pb2 as pb
@@ -95,10 +97,13 @@ class InferenceServer:
             max_delay_ms=config.max_delay_ms,
             metrics=self.metrics,
         )
+        self.metrics.requests.known = lambda: self.core.models
         self.servicer = InferenceServicer(self.core)
-        self.health = (
-            health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.servicer.statistics = self.metrics.statistics
+        self.servicer.repository = ModelRepository(
+            config.repository, self.core, device=self.device, precision=config.precision
         )
+        self.health = HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -118,12 +123,8 @@ class InferenceServer:
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
+        enable_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
             self._server,
         )
         address = f"{cfg.host}:{cfg.port}"
@@ -142,14 +143,8 @@ class InferenceServer:
         for service in ("", SERVICE_NAME):
             await _maybe_await(self.health.set(service, health_pb2.HealthCheckResponse.SERVING))
         if cfg.metrics_port is not None:
-            from prometheus_client import start_http_server
-
-            started = start_http_server(
-                cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry
-            )
-            if isinstance(started, tuple):
-                self._metrics_server = started[0]
-                self.metrics_port = self._metrics_server.server_port
+            self._metrics_server = serve_metrics(self.metrics.registry, cfg.host, cfg.metrics_port)
+            self.metrics_port = self._metrics_server.server_port
         log.info(
             "serving %s on %s:%s (%s)", ", ".join(self.models), cfg.host, self.port, self.device
         )
@@ -159,8 +154,7 @@ class InferenceServer:
         if self._server is None:
             return
         self.servicer.ready = False
-        for service in ("", SERVICE_NAME):
-            await _maybe_await(self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING))
+        await self.health.close()  # NOT_SERVING, and open Watch calls end
         await self._server.stop(self.config.grace_s if grace is None else grace)
         await self.core.close()
         if self._metrics_server is not None:

@@ -1,0 +1,289 @@
+"""Triton's gRPC extensions driven by the stock tritonclient: model config, statistics, the
+model repository (index, load, unload, versions); reflection v1, health Watch at shutdown,
+metric labels. (The KServe v2 REST protocol is not served yet: no tritonclient.http here.)"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import shutil
+import sys
+
+import grpc
+import pytest
+from _serve_helpers import RESNET, UNET, make_payload, run_with_server
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
+
+from splitnet.server._model_repository import scan
+from splitnet.server._repository import TailModel, load_repository
+from splitnet.wire import inference_pb2 as pb
+from splitnet.wire import inference_pb2_grpc as pb_grpc
+from splitnet.wire import make_infer_request
+
+pytestmark = pytest.mark.grpc
+
+
+@pytest.fixture
+def versioned(repository, tmp_path):
+    """REPO/UNET/3/ (Triton's layout), REPO/resnet/ (a flat bundle: version 1) and a
+    broken bundle REPO/broken/1/."""
+    root = tmp_path / "repo"
+    shutil.copytree(repository / "unet", root / UNET / "3")
+    shutil.copytree(repository / "resnet", root / "resnet")
+    (root / "broken" / "1").mkdir(parents=True)
+    (root / "broken" / "1" / "manifest.json").write_text("{not json")
+    return root
+
+
+def test_scan_reads_both_layouts(versioned):
+    entries = {(e.name, e.version): e for e in scan(versioned)}
+    assert set(entries) == {(UNET, "3"), (RESNET, "1"), ("broken", "1")}
+    assert entries[("broken", "1")].error and not entries[(UNET, "3")].error
+    shutil.rmtree(versioned / "broken")
+    shutil.copytree(versioned / UNET / "3", versioned / UNET / "1")
+    loaded = load_repository(versioned, device="cpu")
+    assert {n: m.version for n, m in loaded.items()} == {UNET: "3", RESNET: "1"}
+
+
+# protobuf keeps one registry per process and tritonclient defines the same "inference"
+# package: the stock client runs in a process of its own (as in test_server_grpc.py)
+TRITON_CLIENT = """
+import sys, numpy as np
+import tritonclient.grpc as tc
+port, unet, resnet = sys.argv[1], sys.argv[2], sys.argv[3]
+unet_payload, resnet_payload = open(sys.argv[4], "rb").read(), open(sys.argv[5], "rb").read()
+c = tc.InferenceServerClient(f"127.0.0.1:{port}")
+def status(call):
+    try:
+        call()
+    except tc.InferenceServerException as e:
+        return str(e.status())
+    return "OK"
+def infer(model, payload, **kw):
+    data = np.frombuffer(payload, dtype=np.uint8)
+    inp = tc.InferInput("payload", [data.size], "UINT8")
+    inp.set_data_from_numpy(data)
+    return c.infer(model, [inp], **kw)
+
+ext = c.get_server_metadata(as_json=True)["extensions"]
+assert "dynamic_batching" not in ext and {"model_configuration", "statistics", "model_repository"} <= set(ext), ext
+
+config = c.get_model_config(unet, as_json=True)["config"]
+assert config["name"] == unet and config["platform"] == "splitnet_torch_export", config
+assert config["input"] == [{"name": "payload", "data_type": "TYPE_UINT8", "dims": ["-1"]}], config
+assert [(o["name"], o["data_type"]) for o in config["output"]] == [("mask", "TYPE_UINT8"), ("probabilities", "TYPE_FP32")], config
+assert "StatusCode.NOT_FOUND" in status(lambda: c.get_model_config("nope")), "unknown model"
+
+# versions: REPO/NAME/3/ serves version 3 only
+assert c.is_model_ready(unet) and c.is_model_ready(unet, "3") and not c.is_model_ready(unet, "2")
+assert c.get_model_metadata(unet, as_json=True)["versions"] == ["3"]
+assert "StatusCode.NOT_FOUND" in status(lambda: c.get_model_metadata(unet, model_version="2"))
+assert "StatusCode.NOT_FOUND" in status(lambda: c.get_model_config(unet, model_version="2"))
+
+for _ in range(3):
+    r = infer(unet, unet_payload)
+assert r.get_response().model_version == "3"
+stats = c.get_inference_statistics(unet, as_json=True)["model_stats"]
+assert len(stats) == 1 and stats[0]["name"] == unet and stats[0]["version"] == "3", stats
+s = stats[0]
+assert int(s["inference_count"]) == 3 and 1 <= int(s["execution_count"]) <= 3, s
+assert int(s["inference_stats"]["success"]["count"]) == 3 and int(s["inference_stats"]["queue"]["count"]) == 3, s
+assert int(s["inference_stats"]["compute_infer"]["ns"]) > 0, s
+
+index = {(m["name"], m.get("version")): m for m in c.get_model_repository_index(as_json=True)["models"]}
+assert index[(unet, "3")]["state"] == "READY", index
+assert index[(resnet, "1")]["state"] == "UNAVAILABLE" and index[("broken", "1")]["state"] == "UNAVAILABLE", index
+assert not c.is_model_ready(resnet)
+
+# load: a missing model is NOT_FOUND, a broken bundle INVALID_ARGUMENT, and the others keep serving
+assert "StatusCode.NOT_FOUND" in status(lambda: c.load_model("nope"))
+err = status(lambda: c.load_model("broken"))
+assert "StatusCode.INVALID_ARGUMENT" in err, err
+assert infer(unet, unet_payload).as_numpy("mask").shape == (32, 64)
+c.load_model(resnet)
+assert c.is_model_ready(resnet)
+result = infer(resnet, resnet_payload, parameters={"top_k": 2})
+assert result.as_numpy("classes").shape == (2,)
+ready = [m["name"] for m in c.get_model_repository_index(as_json=True)["models"] if m.get("state") == "READY"]
+assert sorted(ready) == sorted([unet, resnet]), ready
+c.unload_model(resnet)
+assert not c.is_model_ready(resnet) and c.is_model_ready(unet)
+assert "StatusCode.NOT_FOUND" in status(lambda: infer(resnet, resnet_payload))
+assert "StatusCode.NOT_FOUND" in status(lambda: c.unload_model(resnet))
+print("tritonclient ok")
+"""
+
+
+def test_tritonclient_config_statistics_repository(versioned, models, tmp_path):
+    if importlib.util.find_spec("tritonclient") is None:
+        pytest.skip("tritonclient is not installed")
+    (tmp_path / "unet.bin").write_bytes(make_payload(models, UNET))
+    (tmp_path / "resnet.bin").write_bytes(make_payload(models, RESNET))
+    unet = TailModel(versioned / UNET / "3")
+    unet.version = "3"
+    served = {UNET: unet}
+
+    async def body(server, port):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            TRITON_CLIENT,
+            str(port),
+            UNET,
+            RESNET,
+            str(tmp_path / "unet.bin"),
+            str(tmp_path / "resnet.bin"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 300)
+        return proc.returncode, out.decode()
+
+    code, out = run_with_server(versioned, served, body)
+    assert code == 0 and "tritonclient ok" in out, out
+
+
+def test_unload_lets_requests_in_flight_finish(versioned, models):
+    payload = make_payload(models, UNET)
+
+    async def body(server, port):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            calls = [
+                asyncio.ensure_future(stub.ModelInfer(make_infer_request(UNET, payload)))
+                for _ in range(6)
+            ]
+            while server.metrics.payload_bytes.labels(UNET)._sum.get() == 0:
+                await asyncio.sleep(0.001)  # the first request has been taken
+            await stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name=UNET))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            ready = await stub.ModelReady(pb.ModelReadyRequest(name=UNET))
+            return results, ready.ready
+
+    results, ready = run_with_server(versioned, {UNET: models[UNET]}, body)
+    taken = [r for r in results if isinstance(r, pb.ModelInferResponse)]
+    refused = [r for r in results if not isinstance(r, pb.ModelInferResponse)]
+    assert taken and not ready
+    assert all(e.code() == grpc.StatusCode.NOT_FOUND for e in refused), refused
+
+
+def test_reflection_v1_and_v1alpha(repository, models):
+    async def body(server, port):
+        names = {}
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            for version in ("v1", "v1alpha"):
+                call = ch.stream_stream(
+                    f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                    request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                    response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+                )
+                request = reflection_pb2.ServerReflectionRequest(list_services="")
+                async for response in call(iter([request])):
+                    names[version] = {s.name for s in response.list_services_response.service}
+        return names
+
+    names = run_with_server(repository, models, body)
+    for version in ("v1", "v1alpha"):
+        assert "inference.GRPCInferenceService" in names[version], names
+        assert f"grpc.reflection.{version}.ServerReflection" in names[version], names
+
+
+def test_unknown_model_names_are_not_metric_labels(repository, models):
+    async def body(server, port):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            for name in ("made-up-1", "made-up-2"):
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await stub.ModelInfer(make_infer_request(name, b"x"))
+        return {
+            s.labels["model"]
+            for metric in server.metrics.requests.collect()
+            for s in metric.samples
+        }
+
+    labels = run_with_server(repository, models, body)
+    assert labels == {"_unknown"}, labels
+
+
+def test_open_health_watch_ends_at_shutdown(repository, models):
+    """An open Watch sees NOT_SERVING and its call ends cleanly, instead of being cut at
+    the end of the grace period."""
+    from _serve_helpers import server_config
+
+    from splitnet.server import InferenceServer
+
+    async def main():
+        server = InferenceServer(server_config(repository), models=models)
+        await server.start()
+        statuses = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            call = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=""))
+            statuses.append((await call.read()).status)
+            stop = asyncio.ensure_future(server.stop(3))
+            while (response := await call.read()) is not grpc.aio.EOF:
+                statuses.append(response.status)
+            code = await call.code()
+            await stop
+        return statuses, code
+
+    statuses, code = asyncio.run(main())
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    assert statuses == [serving, not_serving] and code == grpc.StatusCode.OK, (statuses, code)
+
+
+def test_metrics_port_answers_metrics_only(repository, models):
+    import urllib.error
+    import urllib.request
+
+    async def body(server, port):
+        def get(path):
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{server.metrics_port}{path}", timeout=5
+                ) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, ""
+
+        return [await asyncio.to_thread(get, p) for p in ("/metrics", "/v2/health/ready", "/")]
+
+    (ok, text), (probe, _), (root, _) = run_with_server(repository, models, body, metrics_port=0)
+    assert ok == 200 and "splitnet_requests" in text
+    assert probe == 404 and root == 404
+
+
+def test_requested_outputs_only(repository, models):
+    """A classifier asked for ``classes`` answers only ``classes``; asked for nothing, both."""
+    from splitnet.wire import output_arrays
+
+    payload = make_payload(models, RESNET)
+
+    async def body(server, port):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            only = await stub.ModelInfer(make_infer_request(RESNET, payload, outputs=["classes"]))
+            both = await stub.ModelInfer(make_infer_request(RESNET, payload))
+            return output_arrays(only), output_arrays(both)
+
+    only, both = run_with_server(repository, models, body)
+    assert set(only) == {"classes"} and set(both) == {"classes", "probabilities"}
+
+
+def test_timings_are_parameters_every_v2_client_reads(repository, models):
+    """queue_ms / compute_ms are string parameters: KServe's proto has no double_param."""
+    payload = make_payload(models, RESNET)
+
+    async def body(server, port):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            return await stub.ModelInfer(make_infer_request(RESNET, payload))
+
+    response = run_with_server(repository, models, body)
+    for key in ("queue_ms", "compute_ms"):
+        param = response.parameters[key]
+        assert param.WhichOneof("parameter_choice") == "string_param", param
+        assert float(param.string_param) >= 0
