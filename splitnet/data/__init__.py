@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 # importing a source module registers it
 from splitnet.data import folder as _folder  # noqa: F401
+from splitnet.data import parts as _parts  # noqa: F401
 from splitnet.data import severstal as _severstal  # noqa: F401
 from splitnet.data import synthetic as _synthetic  # noqa: F401
 from splitnet.data._source import (
@@ -45,17 +46,20 @@ from splitnet.data._source import (
     register_data_source,
 )
 from splitnet.data.folder import ImageFolderDataset
+from splitnet.data.parts import PART_CLASSES, SyntheticParts
 from splitnet.data.severstal import SeverstalDataset, rle_decode, rle_encode
 from splitnet.data.synthetic import DEFECT_CLASSES, SyntheticSteel
 
 __all__ = [
     "DEFECT_CLASSES",
+    "PART_CLASSES",
     "DataError",
     "DataRequest",
     "DataSpec",
     "DataSubset",
     "ImageFolderDataset",
     "SeverstalDataset",
+    "SyntheticParts",
     "SyntheticSteel",
     "list_data_sources",
     "open_dataset",
