@@ -295,8 +295,12 @@ def make_part(cls: int | str, rng: np.random.Generator, size: int = 96) -> np.nd
             for i in range(n):
                 pos = (-0.3 + 0.6 * i / (n - 1)) * length
                 band = _box(u - pos, v, 0.045 * length + 0.4, radius * 0.95)
-                _paint(img, np.maximum(band, _box(u, v, length / 2, radius, radius * 0.8)),
-                       rng.uniform(0, 1, 3), shade)
+                _paint(
+                    img,
+                    np.maximum(band, _box(u, v, length / 2, radius, radius * 0.8)),
+                    rng.uniform(0, 1, 3),
+                    shade,
+                )
         else:  # a light polarity stripe along one side
             stripe = _box(u, v - radius * 0.55, length / 2 * 0.92, radius * 0.22)
             _paint(img, stripe, np.clip(body + 0.45, 0, 1), shade)
@@ -307,8 +311,11 @@ def make_part(cls: int | str, rng: np.random.Generator, size: int = 96) -> np.nd
         for i in range(pins):
             pu = -hu + pitch * (i + 0.5)
             for side in (-1, 1):
-                _paint(img, _box(u - pu, v - side * (hv + 0.05 * scale), pitch * 0.28,
-                                 0.06 * scale), _metal(rng) * 0.9)
+                _paint(
+                    img,
+                    _box(u - pu, v - side * (hv + 0.05 * scale), pitch * 0.28, 0.06 * scale),
+                    _metal(rng) * 0.9,
+                )
         dark = rng.uniform(0.05, 0.25) * np.ones(3)
         _paint(img, _box(u, v, hu, hv, 0.02 * scale), dark)
         _paint(img, np.hypot(u + hu * 0.7, v + hv * 0.5) - 0.04 * scale, dark + 0.2)
@@ -351,9 +358,7 @@ def make_part_sample(seed: int, index: int, size: int = 96) -> tuple[np.ndarray,
     return make_part(label, rng, size), label
 
 
-def part_frames(
-    height: int, width: int, *, seed: int = 0, start: int = 0
-) -> Iterator[np.ndarray]:
+def part_frames(height: int, width: int, *, seed: int = 0, start: int = 0) -> Iterator[np.ndarray]:
     """Endless ``H x W x 3`` uint8 RGB frames of components (drawn square at the
     smaller side, then centred on a frame of the asked size): a camera over a
     conveyor of parts."""
