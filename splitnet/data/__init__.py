@@ -6,6 +6,8 @@ Every source gives a torch ``Dataset`` of ``(image, target)`` with ``image`` a
 
 * ``synthetic[:n=200,size=128x800,seed=0,p=0.4]``: procedural steel surfaces
   with four defect classes (:class:`SyntheticSteel`); targets ``4 x H x W`` masks.
+* ``parts[:n=5000,size=96]``: generated components in six classes
+  (:class:`SyntheticParts`); targets are label indices.
 * ``severstal:DIR``: the Severstal steel-defect layout (:class:`SeverstalDataset`).
 * ``folder:DIR``: classification from ``DIR/<label>/*`` (:class:`ImageFolderDataset`);
   targets are label indices.
