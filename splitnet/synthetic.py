@@ -21,7 +21,15 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["DEFECT_CLASSES", "make_frame", "rgb_frames"]
+__all__ = [
+    "DEFECT_CLASSES",
+    "PART_CLASSES",
+    "make_frame",
+    "make_part",
+    "make_part_sample",
+    "part_frames",
+    "rgb_frames",
+]
 
 DEFECT_CLASSES = ("scratch", "pits", "patch", "crack")
 
@@ -169,4 +177,201 @@ def rgb_frames(
     while True:
         gray, _ = make_frame(seed, index, height, width, p_defect)
         yield np.repeat(gray[:, :, None], 3, axis=2)
+        index += 1
+
+
+# --- component classification: one part per frame, six classes -------------------------
+
+PART_CLASSES = ("resistor", "capacitor", "ic", "screw", "nut", "washer")
+
+
+def _box(u: np.ndarray, v: np.ndarray, hu: float, hv: float, r: float = 0.0) -> np.ndarray:
+    """Signed distance (pixels) to a box of half-sizes ``hu`` x ``hv`` with corner radius ``r``."""
+    qu, qv = np.abs(u) - (hu - r), np.abs(v) - (hv - r)
+    outside = np.hypot(np.maximum(qu, 0), np.maximum(qv, 0))
+    return outside + np.minimum(np.maximum(qu, qv), 0) - r
+
+
+def _hexagon(u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    """Signed distance to a regular hexagon of inner radius ``r`` (flat sides along u)."""
+    kx, ky, kz = -0.8660254, 0.5, 0.57735027
+    pu, pv = np.abs(u), np.abs(v)
+    dot = np.minimum(kx * pu + ky * pv, 0.0)
+    pu, pv = pu - 2 * dot * kx, pv - 2 * dot * ky
+    pu = pu - np.clip(pu, -kz * r, kz * r)
+    pv = pv - r
+    return np.hypot(pu, pv) * np.sign(pv)
+
+
+def _paint(img: np.ndarray, dist: np.ndarray, colour, shade: np.ndarray | float = 1.0) -> None:
+    """Composites ``colour`` (RGB in [0, 1]) where ``dist < 0``, anti-aliased over one pixel."""
+    alpha = np.clip(0.5 - dist, 0.0, 1.0)
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if rows.size == 0:
+        return
+    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # paint only the part's box
+    a = alpha[box][..., None]
+    shade = np.broadcast_to(np.asarray(shade, np.float64), alpha.shape)[box]
+    img[box] = img[box] * (1 - a) + a * (np.asarray(colour, np.float64) * shade[..., None])
+
+
+def _blur(a: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """A ``k``-wide moving average along ``axis`` (edges padded by reflection)."""
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (k // 2 + 1, k // 2)
+    c = np.cumsum(np.pad(a, pad, mode="reflect"), axis=axis)
+    n = a.shape[axis]
+    return (np.take(c, range(k, k + n), axis=axis) - np.take(c, range(n), axis=axis)) / k
+
+
+def _part_background(rng: np.random.Generator, s: int) -> np.ndarray:
+    """A textured board or tray: a tinted base, blotchy low-frequency texture, grain."""
+    base = rng.uniform(0.25, 0.7) * (1 + rng.uniform(-0.25, 0.25, 3))
+    coarse = rng.normal(0, 1, (s // 8 + 2, s // 8 + 2))
+    coarse = np.kron(coarse, np.ones((8, 8)))[:s, :s]
+    coarse = _blur(_blur(coarse, 7, 0), 7, 1)  # smooth the blocks into blotches
+    tex = 0.06 * coarse + rng.normal(0, 0.03, (s, s))
+    return np.clip(base[None, None, :] + tex[..., None], 0, 1)
+
+
+def _clutter(img: np.ndarray, rng: np.random.Generator, yy, xx, s: int) -> None:
+    """Distractors: small specks, short strokes (solder, scratches), a blob."""
+    for _ in range(rng.integers(1, 5)):
+        cy, cx = rng.uniform(0, s, 2)
+        colour = rng.uniform(0.1, 0.9, 3)
+        kind = rng.integers(3)
+        if kind == 0:
+            d = np.hypot(yy - cy, xx - cx) - rng.uniform(0.01, 0.04) * s
+        elif kind == 1:
+            a = rng.uniform(0, np.pi)
+            u = np.cos(a) * (xx - cx) + np.sin(a) * (yy - cy)
+            v = -np.sin(a) * (xx - cx) + np.cos(a) * (yy - cy)
+            d = _box(u, v, rng.uniform(0.05, 0.15) * s, rng.uniform(0.005, 0.015) * s)
+        else:
+            a = rng.uniform(0, np.pi)
+            u = np.cos(a) * (xx - cx) + np.sin(a) * (yy - cy)
+            v = -np.sin(a) * (xx - cx) + np.cos(a) * (yy - cy)
+            d = _box(u, v, rng.uniform(0.03, 0.08) * s, rng.uniform(0.02, 0.06) * s, 0.02 * s)
+        _paint(img, d, colour)
+
+
+def _metal(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0.55, 0.9) * (1 + rng.uniform(-0.08, 0.08, 3))
+
+
+def make_part(cls: int | str, rng: np.random.Generator, size: int = 96) -> np.ndarray:
+    """One ``size x size x 3`` uint8 RGB image of a component of class ``cls``.
+
+    The part is drawn from signed distance functions (anti-aliased), at a random
+    position, rotation, scale and colour, on a textured background with clutter,
+    under a random lighting gradient and sensor noise. Screws, nuts and washers are
+    metal; washers and nuts differ in their outline (round or hexagonal), resistors
+    and capacitors in their body (banded and slim, or plain with a stripe).
+    """
+    c = PART_CLASSES.index(cls) if isinstance(cls, str) else int(cls)
+    if not 0 <= c < len(PART_CLASSES):
+        raise ValueError(f"part class {cls!r} out of range")
+    s = size
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64) + 0.5
+    img = _part_background(rng, s)
+    _clutter(img, rng, yy, xx, s)
+    scale = rng.uniform(0.4, 0.95) * s  # the part's nominal length in pixels
+    cy, cx = rng.uniform(0.35, 0.65, 2) * s
+    a = rng.uniform(0, 2 * np.pi)
+    u = np.cos(a) * (xx - cx) + np.sin(a) * (yy - cy)
+    v = -np.sin(a) * (xx - cx) + np.cos(a) * (yy - cy)
+    name = PART_CLASSES[c]
+    if name in ("resistor", "capacitor"):
+        length, radius = scale * 0.5, scale * rng.uniform(0.08, 0.13)
+        if name == "capacitor":
+            length, radius = scale * rng.uniform(0.32, 0.45), scale * rng.uniform(0.14, 0.2)
+        lead = rng.uniform(0.1, 0.22) * scale
+        _paint(img, _box(u, v, length / 2 + lead, 0.012 * s + 0.5), _metal(rng))
+        shade = 0.75 + 0.35 * np.cos(np.clip(v / radius, -1, 1) * np.pi / 2)
+        body = rng.uniform(0.15, 0.9, 3)
+        _paint(img, _box(u, v, length / 2, radius, radius * 0.8), body, shade)
+        if name == "resistor":  # three or four colour bands across the body
+            n = rng.integers(3, 5)
+            for i in range(n):
+                pos = (-0.3 + 0.6 * i / (n - 1)) * length
+                band = _box(u - pos, v, 0.045 * length + 0.4, radius * 0.95)
+                _paint(
+                    img,
+                    np.maximum(band, _box(u, v, length / 2, radius, radius * 0.8)),
+                    rng.uniform(0, 1, 3),
+                    shade,
+                )
+        else:  # a light polarity stripe along one side
+            stripe = _box(u, v - radius * 0.55, length / 2 * 0.92, radius * 0.22)
+            _paint(img, stripe, np.clip(body + 0.45, 0, 1), shade)
+    elif name == "ic":
+        hu, hv = scale * rng.uniform(0.3, 0.42), scale * rng.uniform(0.16, 0.24)
+        pins = rng.integers(3, 8)
+        pitch = 2 * hu / pins
+        for i in range(pins):
+            pu = -hu + pitch * (i + 0.5)
+            for side in (-1, 1):
+                _paint(
+                    img,
+                    _box(u - pu, v - side * (hv + 0.05 * scale), pitch * 0.28, 0.06 * scale),
+                    _metal(rng) * 0.9,
+                )
+        dark = rng.uniform(0.05, 0.25) * np.ones(3)
+        _paint(img, _box(u, v, hu, hv, 0.02 * scale), dark)
+        _paint(img, np.hypot(u + hu * 0.7, v + hv * 0.5) - 0.04 * scale, dark + 0.2)
+    elif name == "screw":
+        head_r, shaft = scale * rng.uniform(0.13, 0.18), scale * rng.uniform(0.45, 0.65)
+        metal = _metal(rng)
+        shade = 0.8 + 0.25 * np.cos(np.clip(v / (head_r * 0.5), -1, 1) * np.pi / 2)
+        thread = 0.85 + 0.2 * np.sign(np.sin(u / (0.025 * scale) * np.pi))
+        shaft_d = _box(u - shaft / 2, v, shaft / 2, head_r * 0.45, head_r * 0.2)
+        _paint(img, shaft_d, metal, shade * thread)
+        _paint(img, _box(u, v, head_r * 0.45, head_r, head_r * 0.35), metal * 1.05, shade)
+        _paint(img, _box(u + head_r * 0.1, v, head_r * 0.12, head_r * 0.7), metal * 0.4)
+    else:  # nut or washer: top view of a flat part with a hole
+        outer = scale * rng.uniform(0.22, 0.32)
+        metal = _metal(rng)
+        if name == "nut":
+            outline = _hexagon(u, v, outer * 0.9)
+            hole = outer * rng.uniform(0.38, 0.5)
+        else:
+            outline = np.hypot(u, v) - outer
+            hole = outer * rng.uniform(0.4, 0.6)
+        light = 0.85 + 0.2 * (u / outer).clip(-1, 1)
+        _paint(img, np.maximum(outline, hole - np.hypot(u, v)), metal, light)
+    if rng.random() < 0.3:  # clutter over the part: partly occluded
+        _clutter(img, rng, yy, xx, s)
+    # lighting: a linear gradient and a vignette, then sensor noise
+    ang = rng.uniform(0, 2 * np.pi)
+    grad = 1 + rng.uniform(0, 0.35) * ((np.cos(ang) * xx + np.sin(ang) * yy) / s - 0.5)
+    vignette = 1 - rng.uniform(0, 0.3) * (np.hypot(xx - s / 2, yy - s / 2) / s) ** 2
+    img = img * (grad * vignette * rng.uniform(0.7, 1.2))[..., None]
+    img += rng.normal(0, rng.uniform(0.01, 0.07), img.shape)
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+
+
+def make_part_sample(seed: int, index: int, size: int = 96) -> tuple[np.ndarray, int]:
+    """Sample ``index`` of a part set: ``(size x size x 3 uint8 image, class index)``;
+    ``(seed, index)`` determines both, the classes balanced in every run of six."""
+    rng = np.random.default_rng([seed, index, 7])
+    label = int(index % len(PART_CLASSES))
+    return make_part(label, rng, size), label
+
+
+def part_frames(height: int, width: int, *, seed: int = 0, start: int = 0) -> Iterator[np.ndarray]:
+    """Endless ``H x W x 3`` uint8 RGB frames of components (drawn square at the
+    smaller side, then centred on a frame of the asked size): a camera over a
+    conveyor of parts."""
+    index = start
+    side = min(height, width)
+    while True:
+        part, _ = make_part_sample(seed, index, side)
+        if (height, width) == (side, side):
+            yield part
+        else:
+            frame = np.empty((height, width, 3), np.uint8)
+            frame[...] = part.mean(axis=(0, 1)).astype(np.uint8)
+            y0, x0 = (height - side) // 2, (width - side) // 2
+            frame[y0 : y0 + side, x0 : x0 + side] = part
+            yield frame
         index += 1

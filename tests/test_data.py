@@ -11,9 +11,11 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from splitnet.data import (
+    PART_CLASSES,
     DataError,
     ImageFolderDataset,
     SeverstalDataset,
+    SyntheticParts,
     SyntheticSteel,
     open_dataset,
     parse_spec,
@@ -65,6 +67,61 @@ def test_synthetic_rejects_bad_sizes():
         SyntheticSteel(0)
     with pytest.raises(ValueError, match="at least 8x8"):
         SyntheticSteel(2, size=(4, 100))
+
+
+# ---- synthetic parts (component classification) ------------------------------------------
+
+
+def test_parts_are_deterministic_balanced_and_shaped():
+    a, b = SyntheticParts(12, size=48, seed=3), SyntheticParts(12, size=48, seed=3)
+    c = SyntheticParts(12, size=48, seed=4)
+    for i in range(12):
+        (xa, ya), (xb, yb) = a[i], b[i]
+        assert torch.equal(xa, xb) and int(ya) == int(yb)
+    assert not torch.equal(a[0][0], c[0][0])
+    x, y = a[0]
+    assert x.shape == (3, 48, 48) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    labels = [int(a[i][1]) for i in range(12)]
+    assert sorted(labels) == sorted(list(range(len(PART_CLASSES))) * 2)
+    assert SyntheticParts(1, size=48, channels=1)[0][0].shape == (1, 48, 48)
+    assert a.task == "classification" and a.num_classes == 6 and a.class_names == PART_CLASSES
+
+
+def test_parts_differ_by_class_and_pose():
+    ds = SyntheticParts(60, size=64, seed=0)
+    images = np.stack([ds.raw(i)[0] for i in range(60)]).astype(float)
+    # two samples of one class are different pictures (pose, colour, background)
+    assert np.abs(images[0] - images[6]).mean() > 10
+    # the part stands out of its background: the centre differs from the border
+    centre = images[:, 24:40, 24:40].mean(axis=(1, 2, 3))
+    border = np.concatenate([images[:, :4], images[:, -4:]], axis=1).mean(axis=(1, 2, 3))
+    assert np.median(np.abs(centre - border)) > 5
+
+
+def test_parts_spec_subsets_are_disjoint_and_stable():
+    train = open_dataset("parts:n=30,size=32,val=0.4", subset="train")
+    val = open_dataset("parts:n=30,size=32,val=0.4", subset="val")
+    assert len(train) == 18 and len(val) == 12
+    assert not set(train.indices) & set(val.indices)
+    assert val.indices == open_dataset("parts:n=30,size=32,val=0.4", subset="val").indices
+    assert val[0][0].shape == (3, 32, 32)
+    # without size=, the size asked for
+    assert open_dataset("parts:n=6", size=(40, 40))[0][0].shape == (3, 40, 40)
+
+
+@pytest.mark.parametrize(
+    ("spec", "size", "message"),
+    [
+        ("parts:n=0", None, "n >= 1"),
+        ("parts:n=4,size=8", None, "at least 16x16"),
+        ("parts:n=4,size=big", None, "size='big' is not a int"),
+        ("parts:n=4", (32, 64), "square"),
+    ],
+)
+def test_parts_rejects_bad_specs(spec, size, message):
+    with pytest.raises(DataError, match=message):
+        open_dataset(spec, size=size)
 
 
 # ---- run-length encoding --------------------------------------------------------------------

@@ -42,8 +42,8 @@ class _Ramp(Dataset):
 
 
 def test_stock_sources_are_registered():
-    assert list_data_sources() == ["folder", "severstal", "synthetic"]
-    assert list_frame_sources() == ["camera", "folder", "synthetic", "video"]
+    assert list_data_sources() == ["folder", "parts", "severstal", "synthetic"]
+    assert list_frame_sources() == ["camera", "folder", "parts", "synthetic", "video"]
 
 
 def test_a_new_data_source_is_one_decorated_function(unregister):
@@ -105,7 +105,9 @@ def test_a_new_frame_source_is_one_decorated_function(unregister):
     assert source.description == "5 ramp frames" and not source.live
     assert [int(f[0, 0, 0]) for f in frames] == [0, 1, 2] and frames[0].shape == (4, 6, 3)
     # a source without ``claims`` is reached only through its prefix
-    with pytest.raises(DeviceError, match="or NAME:TARGET with NAME one of camera, folder, ramp"):
+    with pytest.raises(
+        DeviceError, match="or NAME:TARGET with NAME one of camera, folder, parts, ramp"
+    ):
         open_source("5ramp", height=4, width=6)
 
 
@@ -122,3 +124,25 @@ def test_prefixed_stock_sources(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DeviceError, match="no images"):
         open_source(f"folder:{tmp_path / 'empty'}", height=8, width=8)
+
+
+def test_parts_frame_source_is_torch_free_and_matches_the_dataset():
+    from splitnet.data import SyntheticParts
+
+    frames = list(open_source("parts", height=40, width=40, frames=3, seed=2))
+    assert [f.shape for f in frames] == [(40, 40, 3)] * 3 and frames[0].dtype == np.uint8
+    ds = SyntheticParts(3, size=40, seed=2)
+    assert all(np.array_equal(f, ds.raw(i)[0]) for i, f in enumerate(frames))
+    wide = next(iter(open_source("parts:", height=40, width=60, fps=5, seed=2)))
+    assert wide.shape == (40, 60, 3) and np.array_equal(wide[:, 10:50], frames[0])
+    code = """
+from splitnet.device import open_source
+frames = list(open_source("parts", height=32, width=32, frames=2))
+assert len(frames) == 2 and frames[0].shape == (32, 32, 3)
+print("ok")
+"""
+    from _no_torch import run_without_torch
+
+    res = run_without_torch(code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"

@@ -240,3 +240,36 @@ def test_training_stops_on_a_plateau(tmp_path):
     assert run().history[-1]["epoch"] == 6
     with pytest.raises(ValueError, match="patience must be >= 1"):
         run(patience=0)
+
+
+def test_a_tiny_classifier_learns_the_parts_above_chance():
+    torch.manual_seed(0)
+    spec = "parts:n=900,size=32,val=0.25"
+    train_set, val_set = open_dataset(spec, subset="train"), open_dataset(spec, subset="val")
+    x, y = (
+        torch.stack(t) for t in zip(*(train_set[i] for i in range(len(train_set))), strict=True)
+    )
+    xv, yv = (torch.stack(t) for t in zip(*(val_set[i] for i in range(len(val_set))), strict=True))
+
+    def block(cin, cout):
+        return [torch.nn.Conv2d(cin, cout, 3, 2, 1), torch.nn.BatchNorm2d(cout), torch.nn.ReLU()]
+
+    model = torch.nn.Sequential(
+        *block(3, 16),
+        *block(16, 32),
+        *block(32, 32),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, 6),
+    )
+    loss_fn = make_loss("classification")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(4):  # epochs of 23 batches
+        for i in range(0, len(x), 30):
+            loss = loss_fn(model(x[i : i + 30] - 0.5), y[i : i + 30])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        top1 = (model.eval()(xv - 0.5).argmax(1) == yv).float().mean().item()
+    assert top1 > 1.5 / 6, top1  # chance is 1/6 on the held-out images

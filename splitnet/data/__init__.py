@@ -6,6 +6,8 @@ Every source gives a torch ``Dataset`` of ``(image, target)`` with ``image`` a
 
 * ``synthetic[:n=200,size=128x800,seed=0,p=0.4]``: procedural steel surfaces
   with four defect classes (:class:`SyntheticSteel`); targets ``4 x H x W`` masks.
+* ``parts[:n=5000,size=96]``: generated components in six classes
+  (:class:`SyntheticParts`); targets are label indices.
 * ``severstal:DIR``: the Severstal steel-defect layout (:class:`SeverstalDataset`).
 * ``folder:DIR``: classification from ``DIR/<label>/*`` (:class:`ImageFolderDataset`);
   targets are label indices.
@@ -32,6 +34,7 @@ from torch.utils.data import Dataset
 
 # importing a source module registers it
 from splitnet.data import folder as _folder  # noqa: F401
+from splitnet.data import parts as _parts  # noqa: F401
 from splitnet.data import severstal as _severstal  # noqa: F401
 from splitnet.data import synthetic as _synthetic  # noqa: F401
 from splitnet.data._source import (
@@ -45,17 +48,20 @@ from splitnet.data._source import (
     register_data_source,
 )
 from splitnet.data.folder import ImageFolderDataset
+from splitnet.data.parts import PART_CLASSES, SyntheticParts
 from splitnet.data.severstal import SeverstalDataset, rle_decode, rle_encode
 from splitnet.data.synthetic import DEFECT_CLASSES, SyntheticSteel
 
 __all__ = [
     "DEFECT_CLASSES",
+    "PART_CLASSES",
     "DataError",
     "DataRequest",
     "DataSpec",
     "DataSubset",
     "ImageFolderDataset",
     "SeverstalDataset",
+    "SyntheticParts",
     "SyntheticSteel",
     "list_data_sources",
     "open_dataset",

@@ -17,7 +17,7 @@ import numpy as np
 
 from splitnet._registry import Registry
 from splitnet.device._runner import DeviceError
-from splitnet.synthetic import rgb_frames
+from splitnet.synthetic import part_frames, rgb_frames
 
 __all__ = [
     "FrameRequest",
@@ -127,6 +127,12 @@ def _synthetic(_: str, r: FrameRequest) -> FrameSource:
     return FrameSource(frames, r.fps is not None, "synthetic steel frames")
 
 
+@register_frame_source("parts", claims=lambda spec: spec == "parts")
+def _parts(_: str, r: FrameRequest) -> FrameSource:
+    frames = part_frames(r.height, r.width, seed=r.seed)
+    return FrameSource(frames, r.fps is not None, "synthetic component images")
+
+
 @register_frame_source("camera", claims=str.isdigit)
 def _camera(target: str, r: FrameRequest) -> FrameSource:
     if not target.isdigit():
@@ -173,7 +179,7 @@ def _resolve(spec: str) -> tuple[_Entry, str]:
         if entry.claims is not None and entry.claims(spec):
             return entry, spec
     raise DeviceError(
-        f"source {spec!r} is not 'synthetic', a camera index, a folder or a video file "
+        f"source {spec!r} is not 'synthetic', 'parts', a camera index, a folder or a video file "
         f"(or NAME:TARGET with NAME one of {', '.join(FRAME_SOURCES.names())})"
     )
 
