@@ -69,6 +69,15 @@ def add_parser(sub) -> None:
         "--json", metavar="FILE", help="write the ranked list to FILE; '-' prints only JSON"
     )
     p.add_argument("--plot", metavar="FILE.png", help="latency and FPS against bandwidth")
+    p.add_argument(
+        "--emit-plan",
+        metavar="PLAN.json",
+        help="write the plan file that splitnet device --plan runs: the candidates of --bundles "
+        "with their cost terms",
+    )
+    p.add_argument(
+        "--bundles", nargs="+", metavar="DIR", help="with --emit-plan: the bundles to run"
+    )
     p.set_defaults(func=run)
 
 
@@ -83,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--plot writes a PNG file; give a name ending in .png, got {args.plot!r}"
         )
+    if bool(args.emit_plan) != bool(args.bundles):
+        raise ConfigError("--emit-plan and --bundles go together")
     plan = make_plan(
         args.profile,
         args.rate_accuracy,
@@ -103,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             f.write(plan.to_json() + "\n")
         print(f"JSON: {args.json}", file=sys.stderr)
+    if args.emit_plan:
+        from splitnet.plan import plan_file_from_plan, write_plan_file
+
+        pf = plan_file_from_plan(plan, args.bundles)
+        write_plan_file(pf, args.emit_plan)
+        print(f"plan file: {args.emit_plan} ({len(pf.candidates)} candidates)", file=sys.stderr)
     if args.plot:
         from splitnet.plan import plot_plan
 

@@ -10,6 +10,8 @@ Example:
     >>> print(benchmark_head(runner, seconds=5))
 """
 
+from splitnet.device._adapt import LinkEstimate, LinkEstimator, SwitchPolicy
+from splitnet.device._adaptive import AdaptiveDaemon
 from splitnet.device._daemon import DaemonConfig, DeviceDaemon, Summary, run_daemon
 from splitnet.device._link import LinkEmulator, parse_link
 from splitnet.device._runner import DeviceError, FrameError, HeadRunner
@@ -23,6 +25,7 @@ from splitnet.device._sources import (
 from splitnet.device.bench import HeadBenchmark, benchmark_callable, benchmark_head
 
 __all__ = [
+    "AdaptiveDaemon",
     "DaemonConfig",
     "DeviceDaemon",
     "DeviceError",
@@ -32,7 +35,10 @@ __all__ = [
     "HeadBenchmark",
     "HeadRunner",
     "LinkEmulator",
+    "LinkEstimate",
+    "LinkEstimator",
     "Summary",
+    "SwitchPolicy",
     "benchmark_callable",
     "benchmark_head",
     "list_frame_sources",
