@@ -106,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         input_shape=args.input,
     )
+    plan_file = None
+    if args.emit_plan:  # before any output: bundles the plan cannot run are an error
+        from splitnet.plan import plan_file_from_plan
+
+        plan_file = plan_file_from_plan(plan, args.bundles)
     if args.json == "-":
         print(plan.to_json())
     else:
@@ -114,12 +119,12 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             f.write(plan.to_json() + "\n")
         print(f"JSON: {args.json}", file=sys.stderr)
-    if args.emit_plan:
-        from splitnet.plan import plan_file_from_plan, write_plan_file
+    if plan_file is not None:
+        from splitnet.plan import write_plan_file
 
-        pf = plan_file_from_plan(plan, args.bundles)
-        write_plan_file(pf, args.emit_plan)
-        print(f"plan file: {args.emit_plan} ({len(pf.candidates)} candidates)", file=sys.stderr)
+        write_plan_file(plan_file, args.emit_plan)
+        n = len(plan_file.candidates)
+        print(f"plan file: {args.emit_plan} ({n} candidates)", file=sys.stderr)
     if args.plot:
         from splitnet.plan import plot_plan
 

@@ -95,9 +95,7 @@ class LinkEstimator:
     def estimate(self, now: float) -> LinkEstimate | None:
         """The least-squares line through the candidates' EWMAs, ``None`` until two
         candidates of different sizes have been sampled recently."""
-        points = [
-            (b, e.value, e.n) for b, e in self._by.values() if now - e.at <= self.max_age_s
-        ]
+        points = [(b, e.value, e.n) for b, e in self._by.values() if now - e.at <= self.max_age_s]
         if len({b for b, _, _ in points}) < 2:
             return None
         xs = [8.0 * b for b, _, _ in points]
@@ -168,9 +166,7 @@ class SwitchPolicy:
             return self.current
         scores = {n: self.score(n, estimate) for n in self.candidates}
         best = max(self.candidates, key=scores.__getitem__)
-        if best == self.current or not scores[best] > scores[self.current] * (
-            1 + self.hysteresis
-        ):
+        if best == self.current or not scores[best] > scores[self.current] * (1 + self.hysteresis):
             self._challenger = None
             return self.current
         if best != self._challenger:

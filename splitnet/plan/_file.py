@@ -155,8 +155,10 @@ class PlanFile:
     @classmethod
     def from_dict(cls, doc: dict, *, where: str = "the plan") -> PlanFile:
         if not isinstance(doc, dict) or doc.get("format") != PLAN_FORMAT:
-            raise PlanError(f"{where} is not a plan file (format {PLAN_FORMAT!r}): write it with "
-                            "splitnet plan ... --emit-plan FILE --bundles DIR ...")
+            raise PlanError(
+                f"{where} is not a plan file (format {PLAN_FORMAT!r}): write it with "
+                "splitnet plan ... --emit-plan FILE --bundles DIR ..."
+            )
         try:
             bounds = doc.get("bounds") or {}
             link = doc.get("link") or {}
@@ -165,7 +167,9 @@ class PlanFile:
                 input=tuple(int(v) for v in doc["input"]),
                 objective=str(doc["objective"]),
                 bounds=Bounds(bounds.get("max_drop_points"), bounds.get("max_device_memory_bytes")),
-                link=Link(float(link.get("bandwidth_bps", 1e7)), float(link.get("rtt_ms", 0)) / 1e3),
+                link=Link(
+                    float(link.get("bandwidth_bps", 1e7)), float(link.get("rtt_ms", 0)) / 1e3
+                ),
                 candidates=tuple(
                     PlanCandidate(
                         name=str(c["name"]),
