@@ -1,10 +1,12 @@
 """Runtime adaptation: estimate the link from the daemon's own answers; choose a candidate.
 
 :class:`LinkEstimator` keeps, per candidate, an EWMA of each frame's time on the
-link and the server, ``answered - max(sent, the previous answer)``: the frame's own
-round trip when the pipeline is not backed up, its service time at the bottleneck
-when it is (the wait behind earlier frames is left out, so a full window does not
-read as a slow link). Against each candidate's bytes per frame that time is a
+link: ``answered - max(sent, the previous answer)`` less the server's queue and
+compute time (which each answer reports). That is the frame's own round trip when
+the pipeline is not backed up, its service time at the bottleneck when it is (the
+wait behind earlier frames is left out, so a full window does not read as a slow
+link; a backed-up server reads as a fast link, which it is not the limit of).
+Against each candidate's bytes per frame that time is a
 line, ``t = 8 bytes / bandwidth + RTT``: the bandwidth is the inverse of its slope
 between candidates of different sizes (the daemon sends occasional probe frames
 with another candidate for this), the RTT its intercept. The EWMA weighs a sample

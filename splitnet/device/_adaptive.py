@@ -160,6 +160,7 @@ class AdaptiveDaemon(DeviceDaemon):
                         "candidate": name,
                         "ok": ok,
                         "latency_ms": round(1000 * (now - p.captured), 3),
+                        "answered_s": round(now - (self._t0 or now), 4),
                         "bytes": len(p.request),
                     }
                 )
@@ -167,10 +168,12 @@ class AdaptiveDaemon(DeviceDaemon):
             )
         if not ok:
             return
+        # the frame's own time (not its wait behind earlier answers) less the server's
+        # time, which the answer reports: what is left is the link's
+        server_ms = sum(get_parameter(params, k, 0.0) for k in ("queue_ms", "compute_ms"))
+        seconds = max(0.0, now - max(p.sent_at, prev) - server_ms / 1000)
         with self._lock:
-            self.estimator.add(
-                name, wire_bytes=len(p.request), seconds=now - max(p.sent_at, prev), now=now
-            )
+            self.estimator.add(name, wire_bytes=len(p.request), seconds=seconds, now=now)
             est = self.estimator.estimate(now)
         old = self.policy.current
         new = self.policy.update(est, now)
