@@ -9,7 +9,8 @@ frame is still answered exactly once. Each result says which candidate produced 
 (a ``candidate`` PNG text chunk or JSON field, ``frames.jsonl``), and
 ``summary.json`` counts the answers per candidate and lists the switches.
 
-Now and then (``probe_interval_s``) one frame is sent with another candidate of a
+Now and then (every ``probe_interval_s`` at most, and so that probes take at most
+:data:`PROBE_SHARE` of the link's time) one frame is sent with another candidate of a
 different size, so that :class:`~splitnet.device._adapt.LinkEstimator` sees two
 sizes and can tell bandwidth from RTT.
 """
@@ -28,6 +29,8 @@ from splitnet.device._daemon import DaemonConfig, DeviceDaemon
 from splitnet.wire import get_parameter
 
 __all__ = ["AdaptiveDaemon"]
+
+PROBE_SHARE = 0.1  # of the link's time that probe frames may take (at the estimated bandwidth)
 
 
 class _StoppableSource:
@@ -92,6 +95,7 @@ class AdaptiveDaemon(DeviceDaemon):
         self._frame_candidate: dict[int, str] = {}
         self._last_answer: dict[int, float] = {}
         self._last_probe = -math.inf
+        self._estimate: LinkEstimate | None = None
         self._t0: float | None = None
         self._counts: dict[str, int] = dict.fromkeys(self._cands, 0)
         self._switches: list[dict] = []
@@ -124,9 +128,18 @@ class AdaptiveDaemon(DeviceDaemon):
         if now - self._last_probe >= self.config.probe_interval_s:
             with self._lock:
                 target = self.estimator.probe_target(name, self._sizes)
-            if target is not None:
+                est = self._estimate
+            # probes take at most PROBE_SHARE of the link: a big probe on a slow link waits
+            bandwidth = est.bandwidth_bps if est else self.plan.link.bandwidth_bps
+            if target is not None and now - self._last_probe >= (
+                8 * self._sizes[target] / bandwidth / PROBE_SHARE
+            ):
                 name, self._last_probe = target, now
-        elif self._switches and self._switches[-1]["first_frame"] is None:
+        if (
+            name == self.policy.current
+            and self._switches
+            and self._switches[-1]["first_frame"] is None
+        ):
             s = self._switches[-1]
             if name == s["to"]:
                 s["first_frame"], s["first_frame_clock"] = frame_id, now
@@ -174,7 +187,7 @@ class AdaptiveDaemon(DeviceDaemon):
         seconds = max(0.0, now - max(p.sent_at, prev) - server_ms / 1000)
         with self._lock:
             self.estimator.add(name, wire_bytes=len(p.request), seconds=seconds, now=now)
-            est = self.estimator.estimate(now)
+            est = self._estimate = self.estimator.estimate(now)
         old = self.policy.current
         new = self.policy.update(est, now)
         if new != old:
