@@ -373,3 +373,35 @@ def test_daemon_moves_to_the_small_candidate_at_5_mbits_and_back(adapt_repo, tmp
     assert (Q4, F16) in moves[down + 1 :]
     # a switch takes effect: the next frames (probes aside) are the new candidate's
     assert all(s["first_frame"] is not None for s in doc["switches"])
+
+
+def test_probes_keep_to_their_share_of_the_link_and_a_switch_records_its_first_frame(
+    adapt_repo, tmp_path
+):
+    """A big probe on a slow link waits (10% of the link's time); the frame after a switch
+    is recorded as its first even when a probe was due by the interval alone."""
+    import time
+
+    from splitnet.device import AdaptiveDaemon, DaemonConfig
+    from splitnet.device._adaptive import PROBE_SHARE
+
+    plan = tmp_path / "plan.json"
+    pf = _synthetic_plan(adapt_repo, plan)
+    daemon = AdaptiveDaemon(DaemonConfig(plan=plan, servers=("127.0.0.1:1",), frames=1))
+    frame = np.zeros((INPUT[1], INPUT[2], 3), np.uint8)
+    assert daemon.current == F16
+    daemon._encode(frame, 0)
+    assert daemon._frame_candidate[0] == Q4  # never sampled: probed at once
+
+    # 1.5 Mbit/s: the 10 kB q4 probe takes ~57 ms, so the next may go ~0.57 s later
+    daemon._estimate = LinkEstimate(1.5e6, 0.0, 10)
+    wait_s = 8 * pf.candidates[1].wire_bytes / 1.5e6 / PROBE_SHARE
+    daemon._last_probe = time.perf_counter() - 0.3  # past the 0.25 s interval, not the share
+    assert 0.3 < wait_s
+    daemon._switches.append({"to": F16, "first_frame": None, "first_frame_clock": None})
+    daemon._encode(frame, 1)
+    assert daemon._frame_candidate[1] == F16
+    assert daemon._switches[-1]["first_frame"] == 1
+    daemon._last_probe = time.perf_counter() - wait_s - 0.01
+    daemon._encode(frame, 2)
+    assert daemon._frame_candidate[2] == Q4
