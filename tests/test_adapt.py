@@ -405,3 +405,20 @@ def test_probes_keep_to_their_share_of_the_link_and_a_switch_records_its_first_f
     daemon._last_probe = time.perf_counter() - wait_s - 0.01
     daemon._encode(frame, 2)
     assert daemon._frame_candidate[2] == Q4
+
+
+def test_adaptive_daemon_runs_without_torch(adapt_repo, tmp_path):
+    """The plan file and every head load, and a frame encodes, on a host without torch."""
+    from _no_torch import run_without_torch
+
+    plan = tmp_path / "plan.json"
+    _synthetic_plan(adapt_repo, plan)
+    code = """
+import numpy as np
+from splitnet.device import AdaptiveDaemon, DaemonConfig
+d = AdaptiveDaemon(DaemonConfig(plan=sys.argv[1], servers=("127.0.0.1:1",), frames=1))
+assert len(d._heads) == 2, d._heads
+assert d._encode(np.zeros((32, 64, 3), np.uint8), 0)
+"""
+    res = run_without_torch(code, args=(str(plan),))
+    assert res.returncode == 0, res.stderr
