@@ -257,7 +257,7 @@ def test_emit_plan_cli_and_its_bad_input(adapt_repo, tmp_path, capsys):
     )
     fails(
         ["device", "--plan", str(out), "--bundle", str(repo / "f16"), "--server", "127.0.0.1:1"],
-        "one of them",
+        "not both",
     )
 
 

@@ -92,9 +92,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.config:
         _args.apply_config_file(args.parser, args, args.config)
-    _args.require(args, "server")
-    if (args.bundle is None) == (args.plan is None):
-        raise ConfigError("give --bundle DIR or --plan PLAN.json (one of them)")
+    if args.plan is None:
+        _args.require(args, "bundle", "server")
+    else:
+        _args.require(args, "server")
+        if args.bundle is not None:
+            raise ConfigError("give --bundle DIR or --plan PLAN.json, not both")
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     config = DaemonConfig(
