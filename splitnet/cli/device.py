@@ -1,4 +1,7 @@
-"""``splitnet device --bundle DIR --server HOST:PORT``: run the head and stream to a server."""
+"""``splitnet device --bundle DIR --server HOST:PORT``: run the head and stream to a server.
+
+With ``--plan plan.json`` (``splitnet plan --emit-plan``) instead of ``--bundle``, the
+daemon runs the plan's bundles and moves to the best one for the link it measures."""
 
 from __future__ import annotations
 
@@ -16,7 +19,33 @@ def add_parser(sub) -> None:
         description=__doc__,
     )
     p.add_argument("--config", help="YAML file of these options (the command line wins)")
-    p.add_argument("--bundle", help="the split bundle folder; required")
+    p.add_argument("--bundle", help="the split bundle folder; required unless --plan")
+    p.add_argument(
+        "--plan",
+        metavar="PLAN.json",
+        help="a plan file (splitnet plan --emit-plan): run its bundles, re-planning at run time",
+    )
+    p.add_argument(
+        "--hysteresis",
+        type=float,
+        default=0.15,
+        help="with --plan: move when another candidate is predicted this much better "
+        "(default 0.15)",
+    )
+    p.add_argument(
+        "--dwell",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="with --plan: ... for this many seconds (default 0.5)",
+    )
+    p.add_argument(
+        "--probe-interval",
+        type=float,
+        default=0.25,
+        metavar="S",
+        help="with --plan: a probe frame with another candidate at most this often (default 0.25)",
+    )
     p.add_argument(
         "--server",
         type=_args.name_list,
@@ -66,9 +95,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.config:
         _args.apply_config_file(args.parser, args, args.config)
-    _args.require(args, "bundle")
-    if not args.server and not _device_only(args.bundle):
+    if args.plan is None:
+        _args.require(args, "bundle")
+        if not args.server and not _device_only(args.bundle):
+            _args.require(args, "server")
+    else:
         _args.require(args, "server")
+        if args.bundle is not None:
+            raise ConfigError("give --bundle DIR or --plan PLAN.json, not both")
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     config = DaemonConfig(
@@ -86,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
         probabilities=args.probabilities,
         seed=args.seed,
         emulate_link=parse_link(args.emulate_link) if args.emulate_link else None,
+        plan=args.plan,
+        hysteresis=args.hysteresis,
+        dwell_s=args.dwell,
+        probe_interval_s=args.probe_interval,
     )
     summary = run_daemon(config)
     print(json.dumps(asdict(summary), indent=2) if args.json else summary.format())

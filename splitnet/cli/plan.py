@@ -96,6 +96,15 @@ def add_parser(sub) -> None:
         "--json", metavar="FILE", help="write the ranked list to FILE; '-' prints only JSON"
     )
     p.add_argument("--plot", metavar="FILE.png", help="latency and FPS against bandwidth")
+    p.add_argument(
+        "--emit-plan",
+        metavar="PLAN.json",
+        help="write the plan file that splitnet device --plan runs: the candidates of --bundles "
+        "with their cost terms",
+    )
+    p.add_argument(
+        "--bundles", nargs="+", metavar="DIR", help="with --emit-plan: the bundles to run"
+    )
     p.set_defaults(func=run)
 
 
@@ -112,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.window < 0:
         raise ConfigError(f"--window must be >= 0, got {args.window}")
+    if bool(args.emit_plan) != bool(args.bundles):
+        raise ConfigError("--emit-plan and --bundles go together")
     pipeline = Pipeline(
         window=args.window or None,
         shared_cores=args.shared_cores,
@@ -131,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
         input_shape=args.input,
         pipeline=pipeline,
     )
+    plan_file = None
+    if args.emit_plan:  # before any output: bundles the plan cannot run are an error
+        from splitnet.plan import plan_file_from_plan
+
+        plan_file = plan_file_from_plan(plan, args.bundles)
     if args.json == "-":
         print(plan.to_json())
     else:
@@ -139,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             f.write(plan.to_json() + "\n")
         print(f"JSON: {args.json}", file=sys.stderr)
+    if plan_file is not None:
+        from splitnet.plan import write_plan_file
+
+        write_plan_file(plan_file, args.emit_plan)
+        n = len(plan_file.candidates)
+        print(f"plan file: {args.emit_plan} ({n} candidates)", file=sys.stderr)
     if args.plot:
         from splitnet.plan import plot_plan
 

@@ -10,6 +10,8 @@ Example:
     >>> print(benchmark_head(runner, seconds=5))
 """
 
+from splitnet.device._adapt import LinkEstimate, LinkEstimator, SwitchPolicy
+from splitnet.device._adaptive import AdaptiveDaemon
 from splitnet.device._daemon import DaemonConfig, DeviceDaemon, Summary, run_daemon
 from splitnet.device._link import LinkEmulator, parse_link
 from splitnet.device._modes import FrameHead, LocalDaemon, open_head, postprocess
@@ -24,6 +26,7 @@ from splitnet.device._sources import (
 from splitnet.device.bench import HeadBenchmark, benchmark_callable, benchmark_head
 
 __all__ = [
+    "AdaptiveDaemon",
     "DaemonConfig",
     "DeviceDaemon",
     "DeviceError",
@@ -34,8 +37,11 @@ __all__ = [
     "HeadBenchmark",
     "HeadRunner",
     "LinkEmulator",
+    "LinkEstimate",
+    "LinkEstimator",
     "LocalDaemon",
     "Summary",
+    "SwitchPolicy",
     "benchmark_callable",
     "benchmark_head",
     "list_frame_sources",

@@ -57,7 +57,7 @@ class DaemonConfig:
     """What ``splitnet device`` takes.
 
     Attributes:
-        bundle: the split bundle folder (head IR, manifest, codec).
+        bundle: the split bundle folder (head IR, manifest, codec); or ``plan``.
         servers: ``host:port`` addresses; several are balanced with round_robin.
         source: ``synthetic``, an image folder, a video file or a camera index.
         fps: pace the source at this rate (``None``: as fast as the pipeline goes).
@@ -73,10 +73,14 @@ class DaemonConfig:
         emulate_link: limit the uplink for an experiment: ``"20Mbit/s,15ms"`` (bandwidth,
             one-way delay; see :class:`~splitnet.device.LinkEmulator`), or a
             ``LinkEmulator`` to change during the run (``daemon.link.set(...)``).
+        plan: a plan file (``splitnet plan --emit-plan``) instead of ``bundle``: the daemon
+            runs its bundles and moves between them as the link changes
+            (:class:`~splitnet.device.AdaptiveDaemon`).
+        hysteresis, dwell_s, probe_interval_s: how it moves (see :mod:`splitnet.device._adapt`).
     """
 
-    bundle: str | Path
-    servers: tuple[str, ...]
+    bundle: str | Path | None = None
+    servers: tuple[str, ...] = ()
     source: str = "synthetic"
     fps: float | None = None
     frames: int | None = None
@@ -92,6 +96,10 @@ class DaemonConfig:
     device_id: str | None = None
     seed: int = 0
     emulate_link: str | LinkEmulator | None = None
+    plan: str | Path | None = None
+    hysteresis: float = 0.15
+    dwell_s: float = 0.5
+    probe_interval_s: float = 0.25
 
 
 @dataclass
@@ -117,6 +125,8 @@ class Summary:
     head_ms_mean: float = 0.0
     errors: list[str] = field(default_factory=list)
     fatal: str | None = None  # why the run stopped early (a refused stream, no server)
+    candidates: dict[str, int] = field(default_factory=dict)  # a plan's: answers per candidate
+    switches: list[dict] = field(default_factory=list)  # a plan's: when it moved, and why
 
     def format(self) -> str:
         return (
@@ -126,6 +136,11 @@ class Summary:
             f"{self.fps:.2f} FPS, latency mean {self.latency_mean_ms:.1f} ms, p95 {self.latency_p95_ms:.1f} ms, "
             f"{self.wire_mbps:.2f} Mbit/s on the wire ({self.payload_bytes_mean / 1e3:.1f} kB/frame), "
             f"head {self.head_ms_mean:.1f} ms/frame"
+        ) + (
+            f"\ncandidates: {', '.join(f'{k} {v}' for k, v in self.candidates.items())}; "
+            f"{len(self.switches)} switches"
+            if self.candidates
+            else ""
         )
 
 
@@ -136,6 +151,7 @@ class _Pending:
     captured: float
     stream: int
     sent: int = 0
+    sent_at: float = 0.0  # when it was last written (or put on the emulated link)
 
 
 class DeviceDaemon:
@@ -151,6 +167,8 @@ class DeviceDaemon:
 
         if not config.servers:
             raise ConfigError("no server address given")
+        if config.bundle is None:
+            raise ConfigError("no bundle given (--bundle DIR, or --plan plan.json)")
         if config.window < 1:
             raise ConfigError(f"window must be >= 1, got {config.window}")
         if config.fps is not None and config.fps <= 0:
@@ -282,10 +300,13 @@ class DeviceDaemon:
 
     def _encode(self, frame: np.ndarray, frame_id: int) -> bytes:
         """Head, codec, request: runs in a worker thread (OpenVINO and zstd release the GIL)."""
+        return self._encode_with(frame, frame_id, self.runner, self.codec, self.manifest.name)
+
+    def _encode_with(self, frame, frame_id: int, runner, codec, model_name: str) -> bytes:
         t0 = time.perf_counter()
-        tensors = self.runner(frame)
+        tensors = runner(frame)
         self._head_s.append(time.perf_counter() - t0)
-        payload = self.codec.encode(tensors)
+        payload = codec.encode(tensors)
         limit = self.config.max_message_mb << 20
         if len(payload) > limit - 4096:
             raise ConfigError(
@@ -298,7 +319,7 @@ class DeviceDaemon:
             else None
         )
         return encode_infer_request(
-            self.manifest.name,
+            model_name,
             payload,
             request_id=f"{self.device_id}/{frame_id}",
             parameters={"device_id": self.device_id, "frame_id": frame_id},
@@ -378,6 +399,7 @@ class DeviceDaemon:
 
     async def _send(self, call, p: _Pending) -> None:
         p.sent += 1
+        p.sent_at = time.perf_counter()
         self.summary.wire_bytes += len(p.request)
         await call.write(p.request)
 
@@ -401,6 +423,7 @@ class DeviceDaemon:
 
         def put(p: _Pending) -> None:
             p.sent += 1
+            p.sent_at = time.perf_counter()
             self.summary.wire_bytes += len(p.request)
             in_link.put_nowait((link.reserve(len(p.request)), p))
 
@@ -439,13 +462,21 @@ class DeviceDaemon:
         if self.out is not None:
             self._write_result(p.frame_id, output_arrays(response.infer_response))
 
-    def _write_result(self, frame_id: int, outputs: dict[str, np.ndarray]) -> None:
-        if "mask" in outputs:
-            from PIL import Image
+    def _result_tags(self, frame_id: int) -> dict[str, str]:
+        """Text written with each result (a PNG text chunk, JSON fields); none here."""
+        return {}
 
+    def _write_result(self, frame_id: int, outputs: dict[str, np.ndarray]) -> None:
+        tags = self._result_tags(frame_id)
+        if "mask" in outputs:
+            from PIL import Image, PngImagePlugin
+
+            info = PngImagePlugin.PngInfo()
+            for k, v in tags.items():
+                info.add_text(k, v)
             _atomic(
                 self.out / f"{frame_id:08d}.png",
-                lambda f: Image.fromarray(outputs["mask"]).save(f, format="PNG"),
+                lambda f: Image.fromarray(outputs["mask"]).save(f, format="PNG", pnginfo=info),
             )
             if "probabilities" in outputs:
                 _atomic(
@@ -455,6 +486,7 @@ class DeviceDaemon:
             names = self.manifest.output.class_names
             doc = {
                 "frame_id": frame_id,
+                **tags,
                 "classes": outputs["classes"].tolist(),
                 "probabilities": [round(float(p), 6) for p in outputs["probabilities"]],
                 "class_names": [
@@ -501,8 +533,13 @@ def _is_ipv4(address: str) -> bool:
 def run_daemon(config: DaemonConfig) -> Summary:
     """Runs a daemon to the end of its source; the blocking entry point of ``splitnet device``.
 
-    A ``device-only`` bundle runs on the device alone (:class:`~splitnet.device.LocalDaemon`).
+    A plan runs the adaptive daemon (:class:`~splitnet.device.AdaptiveDaemon`); a
+    ``device-only`` bundle runs on the device alone (:class:`~splitnet.device.LocalDaemon`).
     """
+    if config.plan is not None:
+        from splitnet.device._adaptive import AdaptiveDaemon
+
+        return asyncio.run(AdaptiveDaemon(config).run())
     from splitnet.bundle import read_manifest
     from splitnet.device._modes import LocalDaemon
 

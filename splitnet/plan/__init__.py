@@ -36,6 +36,13 @@ from splitnet.plan._cost import (
     request_overhead_bytes,
 )
 from splitnet.plan._errors import PlanError
+from splitnet.plan._file import (
+    PlanCandidate,
+    PlanFile,
+    plan_file_from_plan,
+    read_plan_file,
+    write_plan_file,
+)
 from splitnet.plan._inputs import (
     CodecRow,
     HeadTiming,
@@ -61,6 +68,8 @@ __all__ = [
     "Link",
     "Pipeline",
     "Plan",
+    "PlanCandidate",
+    "PlanFile",
     "PlanError",
     "PointTiming",
     "Profile",
@@ -74,12 +83,15 @@ __all__ = [
     "parse_bandwidth",
     "parse_duration",
     "plan_candidates",
+    "plan_file_from_plan",
     "plot_plan",
     "rank",
     "read_device_files",
+    "read_plan_file",
     "read_profile",
     "read_rate_accuracy",
     "request_overhead_bytes",
+    "write_plan_file",
 ]
 
 

@@ -1,0 +1,217 @@
+"""The device daemon on a plan: several bundles of one model, and a move between them
+when the link changes.
+
+Every runnable bundle of the plan file has its head loaded; each frame is encoded
+with the current candidate and sent to that candidate's model on the server (which
+serves all the plan's bundles). A switch changes only the frames encoded after it:
+the frames in flight keep their request, so the old model answers them, and every
+frame is still answered exactly once. Each result says which candidate produced it
+(a ``candidate`` PNG text chunk or JSON field, ``frames.jsonl``), and
+``summary.json`` counts the answers per candidate and lists the switches.
+
+Now and then (every ``probe_interval_s`` at most, and so that probes take at most
+:data:`PROBE_SHARE` of the link's time) one frame is sent with another candidate of a
+different size, so that :class:`~splitnet.device._adapt.LinkEstimator` sees two
+sizes and can tell bandwidth from RTT.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from dataclasses import replace
+
+from splitnet._errors import ConfigError
+from splitnet.device._adapt import LinkEstimate, LinkEstimator, SwitchPolicy
+from splitnet.device._daemon import DaemonConfig, DeviceDaemon
+from splitnet.wire import get_parameter
+
+__all__ = ["AdaptiveDaemon"]
+
+PROBE_SHARE = 0.1  # of the link's time that probe frames may take (at the estimated bandwidth)
+
+
+class _StoppableSource:
+    """The daemon's source, ended early by :meth:`AdaptiveDaemon.request_stop`."""
+
+    def __init__(self, source, stop: threading.Event) -> None:
+        self._source, self._stop = source, stop
+        self.live = source.live
+
+    def __iter__(self):
+        for frame in self._source:
+            if self._stop.is_set():
+                return
+            yield frame
+
+
+class AdaptiveDaemon(DeviceDaemon):
+    """:class:`DeviceDaemon` on ``config.plan``: re-plans from its own answers.
+
+    Attributes:
+        plan: the :class:`~splitnet.plan.PlanFile`.
+        estimator: the :class:`LinkEstimator` fed by the answers.
+        policy: the :class:`SwitchPolicy` that picks the current candidate.
+    """
+
+    def __init__(self, config: DaemonConfig) -> None:
+        from splitnet.device._runner import HeadRunner
+        from splitnet.plan._file import read_plan_file
+
+        if config.plan is None:
+            raise ConfigError("AdaptiveDaemon needs a plan file")
+        if config.bundle is not None:
+            raise ConfigError("give a plan or a bundle, not both")
+        if config.probe_interval_s <= 0:
+            raise ConfigError(f"probe interval must be > 0 s, got {config.probe_interval_s}")
+        plan = read_plan_file(config.plan)
+        start = plan.best(plan.link.bandwidth_bps, plan.link.rtt_s)
+        super().__init__(replace(config, bundle=start.bundle))
+        self.plan = plan
+        self.summary.model = plan.model
+        self._cands = {c.name: c for c in plan.runnable}
+        self._heads = {start.name: (self.runner, self.codec)}
+        for c in plan.runnable:
+            if c.name not in self._heads:
+                runner = HeadRunner(c.bundle, device=config.device)
+                if runner.manifest.input.frame_shape != self.manifest.input.frame_shape:
+                    raise ConfigError(
+                        f"{c.bundle} takes frames of {runner.manifest.input.frame_shape}, "
+                        f"{start.bundle} of {self.manifest.input.frame_shape}"
+                    )
+                self._heads[c.name] = (runner, runner.manifest.make_codec())
+        self.estimator = LinkEstimator()
+        self.policy = SwitchPolicy(
+            list(self._cands),
+            self._score,
+            current=start.name,
+            hysteresis=config.hysteresis,
+            dwell_s=config.dwell_s,
+        )
+        self._lock = threading.Lock()  # the estimator: answers on the loop, probes in a worker
+        self._sizes = {n: c.wire_bytes for n, c in self._cands.items()}
+        self._frame_candidate: dict[int, str] = {}
+        self._last_answer: dict[int, float] = {}
+        self._last_probe = -math.inf
+        self._estimate: LinkEstimate | None = None
+        self._t0: float | None = None
+        self._counts: dict[str, int] = dict.fromkeys(self._cands, 0)
+        self._switches: list[dict] = []
+        self._stop = threading.Event()
+        self.source = _StoppableSource(self.source, self._stop)
+        self._frames_log = open(self.out / "frames.jsonl", "w") if self.out else None  # noqa: SIM115
+
+    def request_stop(self) -> None:
+        """Ends the source: the frames sent are answered, then ``run()`` returns."""
+        self._stop.set()
+
+    @property
+    def current(self) -> str:
+        return self.policy.current
+
+    @property
+    def switches(self) -> list[dict]:
+        return list(self._switches)
+
+    def _score(self, name: str, est: LinkEstimate) -> float:
+        return self.plan.score(self._cands[name], est.bandwidth_bps, est.rtt_s)
+
+    # -- hooks of DeviceDaemon ------------------------------------------------------------------
+
+    def _encode(self, frame, frame_id: int) -> bytes:
+        now = time.perf_counter()
+        if self._t0 is None:
+            self._t0 = now
+        name = self.policy.current
+        if now - self._last_probe >= self.config.probe_interval_s:
+            with self._lock:
+                target = self.estimator.probe_target(name, self._sizes)
+                est = self._estimate
+            # probes take at most PROBE_SHARE of the link: a big probe on a slow link waits
+            bandwidth = est.bandwidth_bps if est else self.plan.link.bandwidth_bps
+            if target is not None and now - self._last_probe >= (
+                8 * self._sizes[target] / bandwidth / PROBE_SHARE
+            ):
+                name, self._last_probe = target, now
+        if (
+            name == self.policy.current
+            and self._switches
+            and self._switches[-1]["first_frame"] is None
+        ):
+            s = self._switches[-1]
+            if name == s["to"]:
+                s["first_frame"], s["first_frame_clock"] = frame_id, now
+                s["first_frame_s"] = round(now - self._t0, 4)
+        self._frame_candidate[frame_id] = name
+        runner, codec = self._heads[name]
+        return self._encode_with(frame, frame_id, runner, codec, self._cands[name].served_name)
+
+    def _result_tags(self, frame_id: int) -> dict[str, str]:
+        return {"candidate": self._frame_candidate.get(frame_id, "")}
+
+    def _answer(self, response) -> None:
+        params = response.infer_response.parameters
+        frame_id = get_parameter(params, "frame_id")
+        mine = get_parameter(params, "device_id") == self.device_id and frame_id is not None
+        p = self._pending.get(int(frame_id)) if mine else None
+        super()._answer(response)
+        if p is None or p.frame_id in self._pending:
+            return  # not ours, or a duplicate answer to a re-sent frame
+        now = time.perf_counter()
+        name = self._frame_candidate.pop(p.frame_id)
+        prev = self._last_answer.get(p.stream, -math.inf)
+        self._last_answer[p.stream] = now
+        ok = not response.error_message
+        self._counts[name] += 1
+        if self._frames_log is not None:
+            self._frames_log.write(
+                json.dumps(
+                    {
+                        "frame_id": p.frame_id,
+                        "candidate": name,
+                        "ok": ok,
+                        "latency_ms": round(1000 * (now - p.captured), 3),
+                        "answered_s": round(now - (self._t0 or now), 4),
+                        "bytes": len(p.request),
+                    }
+                )
+                + "\n"
+            )
+        if not ok:
+            return
+        # the frame's own time (not its wait behind earlier answers) less the server's
+        # time, which the answer reports: what is left is the link's
+        server_ms = sum(get_parameter(params, k, 0.0) for k in ("queue_ms", "compute_ms"))
+        seconds = max(0.0, now - max(p.sent_at, prev) - server_ms / 1000)
+        with self._lock:
+            self.estimator.add(name, wire_bytes=len(p.request), seconds=seconds, now=now)
+            est = self._estimate = self.estimator.estimate(now)
+        old = self.policy.current
+        new = self.policy.update(est, now)
+        if new != old:
+            assert est is not None
+            self._switches.append(
+                {
+                    "at_s": round(now - (self._t0 or now), 4),
+                    "clock": now,
+                    "from": old,
+                    "to": new,
+                    "after_frame": p.frame_id,
+                    "bandwidth_bps": est.bandwidth_bps,
+                    "rtt_ms": 1000 * est.rtt_s,
+                    "first_frame": None,
+                    "first_frame_s": None,
+                    "first_frame_clock": None,
+                }
+            )
+
+    def _finish(self, elapsed: float) -> None:
+        self.summary.candidates = dict(self._counts)
+        self.summary.switches = [
+            {k: v for k, v in s.items() if not k.endswith("clock")} for s in self._switches
+        ]
+        if self._frames_log is not None:
+            self._frames_log.close()
+        super()._finish(elapsed)
