@@ -183,7 +183,8 @@ class AdaptiveDaemon(DeviceDaemon):
             return
         # the frame's own time (not its wait behind earlier answers) less the server's
         # time, which the answer reports: what is left is the link's
-        server_ms = sum(get_parameter(params, k, 0.0) for k in ("queue_ms", "compute_ms"))
+        # the server sends them as decimal strings (KServe v2 has no double parameter)
+        server_ms = sum(float(get_parameter(params, k, 0.0)) for k in ("queue_ms", "compute_ms"))
         seconds = max(0.0, now - max(p.sent_at, prev) - server_ms / 1000)
         with self._lock:
             self.estimator.add(name, wire_bytes=len(p.request), seconds=seconds, now=now)
