@@ -135,14 +135,18 @@ class InferenceCore:
             raise InferError(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}; served: {known}")
         return model
 
+    def cost(self, request: pb.ModelInferRequest) -> int:
+        """What ``request`` holds in flight: its message, its decoded tensors, its answer."""
+        limits = self._limits.get(request.model_name)
+        return request.ByteSize() + (limits.held_bytes if limits is not None else 0)
+
     def admit(self, request: pb.ModelInferRequest) -> Ticket:
         """Charges ``request`` to the budget of bytes in flight until the ticket is released.
 
         Raises:
             InferError: RESOURCE_EXHAUSTED when the budget cannot take it now.
         """
-        limits = self._limits.get(request.model_name)
-        cost = request.ByteSize() + (limits.held_bytes if limits is not None else 0)
+        cost = self.cost(request)
         ticket = self.admission.admit(cost)
         if ticket is None:
             self._count(request.model_name or "?", "resource_exhausted")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 from splitnet import __version__
@@ -67,7 +68,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(
         self, request_iterator, context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        async for out in answer_stream(
+        answers = answer_stream(
             self.core, request_iterator, caller_identity(context), self.max_stream_inflight
-        ):
-            yield out
+        )
+        async with contextlib.aclosing(answers):  # its tickets are released with the call
+            async for out in answers:
+                yield out

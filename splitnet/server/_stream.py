@@ -14,6 +14,9 @@ that stops reading its answers stops the server from reading its requests
 bounded. Each request also holds its charge against the server's budget of
 bytes in flight (:mod:`splitnet.server._admission`) until its answer is
 written; one that does not fit is answered RESOURCE_EXHAUSTED in its turn.
+One stream holds at most a quarter of that budget (past it, the stream is
+read no further until its answers are written): a stream that never reads
+cannot take the whole budget from everyone else.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from splitnet.server._core import InferenceCore, InferError
 from splitnet.wire import inference_pb2 as pb
 
 __all__ = ["answer_stream", "error_answer"]
+
+STREAM_SHARE = 4  # one stream holds at most 1/STREAM_SHARE of the server's budget
 
 
 def error_answer(request: pb.ModelInferRequest, error: InferError) -> pb.ModelStreamInferResponse:
@@ -55,6 +60,9 @@ async def answer_stream(
 ) -> AsyncIterator[pb.ModelStreamInferResponse]:
     """The answers to ``requests``, in their order (see the module's docstring)."""
     slots = asyncio.Semaphore(max_inflight)
+    share = max(1, core.admission.max_bytes // STREAM_SHARE)
+    held = 0  # bytes this stream's admitted requests hold
+    freed = asyncio.Event()
     # (answer task, ticket) in request order; None once the requests end
     turns: asyncio.Queue[tuple[asyncio.Future, Ticket | None] | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
@@ -67,9 +75,14 @@ async def answer_stream(
         return pb.ModelStreamInferResponse(infer_response=response)
 
     async def read() -> None:
+        nonlocal held
         try:
             async for request in requests:
                 await slots.acquire()  # released once this request's answer is written
+                cost = core.cost(request)
+                while held and held + cost > share:
+                    freed.clear()
+                    await freed.wait()
                 try:
                     ticket = core.admit(request)
                 except InferError as e:
@@ -77,6 +90,7 @@ async def answer_stream(
                     done.set_result(error_answer(request, e))
                     await turns.put((done, None))
                     continue
+                held += ticket.cost
                 await turns.put((asyncio.ensure_future(answer(request, ticket)), ticket))
         finally:
             await turns.put(None)
@@ -91,7 +105,9 @@ async def answer_stream(
             finally:
                 pending.cancel()  # no-op once done; the call may have ended while it ran
                 if ticket is not None:
+                    held -= ticket.cost
                     ticket.release()
+                    freed.set()
                 slots.release()
     finally:
         reader.cancel()
