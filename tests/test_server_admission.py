@@ -67,15 +67,14 @@ def test_a_stream_that_never_reads_stops_being_read(repository, models):
             settled = settled + 1 if sent == before else 0
             if settled >= 30:
                 break
-        in_flight_bytes = core.admission.used
         await answers.aclose()
         await core.close()
-        return in_flight_bytes, core.admission.used
+        return getattr(core, "admission", None)
 
-    held, after = asyncio.run(main())
+    admission = asyncio.run(main())
     # the answer being written, plus max_stream_inflight read behind it, plus one waiting
     assert sent <= 1 + 4 + 1, sent
-    assert held > 0 and after == 0
+    assert admission.peak > 0 and admission.used == 0  # every ticket back once closed
 
 
 # ---- issue 12, same code: answers in request order, with their ids -----------------------
@@ -332,12 +331,16 @@ def test_flood_a_stream_that_never_reads_and_big_requests(repository, models):
             peak = server.core.admission.peak
             writer.cancel()
             hog.cancel()
-            return ok, codes, peak
+            for _ in range(500):  # the cancelled stream gives its tickets back
+                if server.core.admission.used == 0:
+                    break
+                await asyncio.sleep(0.01)
+            return ok, codes, peak, server.core.admission.used
 
-    ok, codes, peak = run_with_server(repository, models, body, max_inflight_bytes=budget)
+    ok, codes, peak, left = run_with_server(repository, models, body, max_inflight_bytes=budget)
     assert output_arrays(ok)["mask"].shape == (32, 64)
     assert set(codes) <= CLIENT_MISTAKES, codes
-    assert 0 < peak <= budget
+    assert 0 < peak <= budget and left == 0
 
 
 # ---- client mistakes answered INTERNAL before (issue 13, item 12) ---------------------------
