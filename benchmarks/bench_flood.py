@@ -243,15 +243,18 @@ def main() -> None:
     tensors = [np.abs(rng.normal(size=t.shape)).astype(np.float32) for t in m.manifest.crossing]
     payload = m.manifest.make_codec().encode(tensors)
     core = InferenceCore(models)
-    args.near_limit = core.max_request_bytes - 4096
+    # (an older server, without admission control: its 64 MiB message limit)
+    max_request = getattr(core, "max_request_bytes", 64 * MIB)
+    args.near_limit = min(max_request, 48 * MIB) - 4096
     inflight = None if args.max_inflight_mb is None else int(args.max_inflight_mb * MIB)
-    budget = inflight or core.admission.max_bytes
+    admission = getattr(core, "admission", None)
+    budget = inflight or (admission.max_bytes if admission else None)
     asyncio.run(core.close())
 
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "max_inflight_bytes": budget,
-        "max_request_bytes": core.max_request_bytes,
+        "max_request_bytes": max_request,
         "payload_bytes": len(payload),
     }
     port = free_port()

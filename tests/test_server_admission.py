@@ -141,7 +141,9 @@ def test_no_client_reads_or_plants_another_devices_answer(repository, models):
                 stub, UNET, theirs, parameters=_ids("victim", 0), outputs=["probabilities"]
             )
             # planting: the attacker answers the victim's next frame first
-            await _infer(stub, UNET, theirs, parameters=_ids("victim", 1), outputs=["probabilities"])
+            await _infer(
+                stub, UNET, theirs, parameters=_ids("victim", 1), outputs=["probabilities"]
+            )
             planted = await _infer(
                 stub, UNET, mine, parameters=_ids("victim", 1), outputs=["probabilities"]
             )
@@ -226,9 +228,7 @@ def blocked_tail(models, monkeypatch):
     release.set()
 
 
-def test_requests_past_the_budget_of_bytes_in_flight_are_refused(
-    repository, models, blocked_tail
-):
+def test_requests_past_the_budget_of_bytes_in_flight_are_refused(repository, models, blocked_tail):
     """Before: no budget (ServerConfig took no max_inflight_bytes); every request was held."""
     good = make_payload(models, UNET)
     core = InferenceCore(models)
@@ -391,4 +391,3 @@ def test_typed_uint_contents_still_decode(models):
     req = _typed_request(list(good))
     req.model_name = RESNET
     assert _core_status(models, req) == grpc.StatusCode.OK
-

@@ -104,9 +104,7 @@ class InferenceServer:
             metrics=self.metrics,
             max_inflight_bytes=config.max_inflight_bytes,
         )
-        self.servicer = InferenceServicer(
-            self.core, max_stream_inflight=config.max_stream_inflight
-        )
+        self.servicer = InferenceServicer(self.core, max_stream_inflight=config.max_stream_inflight)
         self.health = (
             health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         )
