@@ -391,3 +391,22 @@ def test_typed_uint_contents_still_decode(models):
     req = _typed_request(list(good))
     req.model_name = RESNET
     assert _core_status(models, req) == grpc.StatusCode.OK
+
+
+def test_client_chosen_model_names_make_no_metric_series(models):
+    """Before: every unknown model name a client sent became a label of its own."""
+    from splitnet.server._metrics import Metrics
+
+    async def main():
+        core = InferenceCore(models, metrics=Metrics.create())
+        for i in range(5):
+            try:
+                await core.infer(make_infer_request(f"nope-{i}", b""))
+            except InferError as e:
+                assert e.code == grpc.StatusCode.NOT_FOUND
+        await core.close()
+        return {
+            s.labels["model"] for metric in core.metrics.requests.collect() for s in metric.samples
+        }
+
+    assert asyncio.run(main()) == {"(unknown)"}

@@ -149,7 +149,7 @@ class InferenceCore:
         cost = self.cost(request)
         ticket = self.admission.admit(cost)
         if ticket is None:
-            self._count(request.model_name or "?", "resource_exhausted")
+            self._count(request.model_name, "resource_exhausted")
             raise InferError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server busy: {self.admission.used} of {self.admission.max_bytes} bytes in "
@@ -295,7 +295,9 @@ class InferenceCore:
 
     def _count(self, model: str, status: str) -> None:
         if self.metrics is not None:
-            self.metrics.requests.labels(model, status).inc()
+            # a client-chosen name is no label: one series per name would grow without bound
+            label = model if model in self.models else "(unknown)"
+            self.metrics.requests.labels(label, status).inc()
 
     async def close(self) -> None:
         """Finishes what is queued, then stops the batchers and thread pools."""
