@@ -167,3 +167,49 @@ def test_fuzz_decode_hypothesis(data):
     if len(data) >= 4:
         check(reseal(b"SNTC\x01" + data))
         check(reseal(b"SNTC\x01\x04\x00\x02" + data), LEARNED.decode)
+
+
+def _payload(kind: int, bits: int, entropy: int, shape: tuple[int, ...], section: bytes) -> bytes:
+    """A sealed one-tensor payload with a hand-written header (float32 record, one range)."""
+    body = struct.pack("<4sBBBBHH", b"SNTC", 1, kind, bits, entropy, 1, 0)
+    body += struct.pack(f"<BBBB{len(shape)}I", 0, len(shape), 0, 0, *shape)
+    if kind == 3:
+        body += struct.pack("<ff", 0.0, 1.0)
+    body += section
+    return reseal(body + b"\0\0\0\0")
+
+
+@pytest.mark.parametrize(
+    "kind, bits, entropy, section",
+    [(0, 0, 0, b""), (1, 0, 0, b""), (3, 4, 0, b""), (3, 4, 2, b"\0\0\0\0\0")],
+    ids=["f32", "f16", "q4", "q4-ans"],
+)
+@pytest.mark.parametrize("shape", [(0, 2**32 - 1, 2**32 - 1), (2**32 - 1, 0, 2**32 - 1, 7)])
+def test_empty_tensor_with_overflowing_dimensions_is_a_codec_error(
+    kind, bits, entropy, section, shape
+):
+    # issue 13, item 11: numpy's "array is too big" ValueError escaped decode
+    with pytest.raises(CodecError, match="too large"):
+        decode(_payload(kind, bits, entropy, shape, section))
+
+
+def test_ans_header_cannot_declare_more_models_than_its_bytes_hold():
+    # issue 13, item 5: 638,976 per-channel models in a 4.5 MB payload cost seconds; each
+    # model takes at least 7 bytes, so the count is refused before any model is built
+    channels = 100_000
+    section = b"\x01" + b"\0" * 64  # mode 1 (one model per channel), then far too few bytes
+    with pytest.raises(CodecError, match=f"declares {channels} models"):
+        decode(_payload(3, 4, 2, (1, channels, 1), section))
+
+
+def test_decode_checks_the_expected_shapes_from_the_header():
+    x = np.ones((1, 4, 3, 2), dtype=np.float32)
+    payload = get_codec("q4", entropy="ans", ans_model="channel").encode([x])
+    assert decode(payload, shapes=[(1, 4, 3, 2)])[0].shape == (1, 4, 3, 2)
+    with pytest.raises(CodecError, match="expected"):
+        decode(payload, shapes=[(1, 4, 6)])
+    with pytest.raises(CodecError, match="expected 2"):
+        decode(payload, shapes=[(1, 4, 3, 2), (1,)])
+    assert LEARNED.decode(LEARNED_SEEDS[0], shapes=[(1, 3, 6, 5)])[0].shape == (1, 3, 6, 5)
+    with pytest.raises(CodecError, match="expected"):
+        LEARNED.decode(LEARNED_SEEDS[0], shapes=[(1, 3, 5, 6)])

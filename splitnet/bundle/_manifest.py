@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from splitnet._errors import SplitnetError
@@ -264,9 +264,20 @@ class Manifest:
                 raise BundleError(f"manifest head is missing {key!r}")
         if self.has_tail and "file" not in self.tail:
             raise BundleError("manifest tail is missing 'file'")
-        for path in self.files:
-            if Path(path).is_absolute() or ".." in Path(path).parts:
+        for path in [*self.files, self.tail["file"], self.head["xml"], self.head["bin"]]:
+            if not _inside(path):
                 raise BundleError(f"manifest file path {path!r} leaves the bundle")
+
+
+def _inside(path: Any) -> bool:
+    """Whether ``path`` names a file inside the bundle folder (relative, no ``..``)."""
+    return (
+        isinstance(path, str)
+        and bool(path)
+        and not Path(path).is_absolute()
+        and not PureWindowsPath(path).drive
+        and ".." not in Path(path).parts
+    )
 
 
 def _dumps(value: Any, indent: int = 0) -> str:

@@ -29,9 +29,14 @@ def load_tail(bundle_dir: str | os.PathLike, *, verify: bool = True) -> nn.Modul
     import torch
 
     m = read_manifest(bundle_dir, verify=verify)
-    path = Path(bundle_dir) / m.tail["file"]
-    if verify and m.tail["file"] not in m.files:
+    root = Path(bundle_dir)
+    path = root / m.tail["file"]
+    # verified or not, only a checksummed file inside the bundle folder is loaded: a tail
+    # program runs code, so the manifest must not point it elsewhere
+    if m.tail["file"] not in m.files:
         raise BundleError(f"manifest lists no checksum for the tail file {m.tail['file']}")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise BundleError(f"the tail file {m.tail['file']} leaves the bundle folder {root}")
     try:
         return torch.export.load(path).module()
     except Exception as e:

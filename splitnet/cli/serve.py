@@ -42,6 +42,13 @@ def add_parser(sub) -> None:
     p.add_argument("--tls-key")
     p.add_argument("--tls-ca", help="also require client certificates signed by this CA")
     p.add_argument("--max-message-mb", type=int, default=64)
+    p.add_argument(
+        "--max-inflight-bytes",
+        type=int,
+        default=None,
+        help="budget of bytes held by requests in flight; past it: RESOURCE_EXHAUSTED "
+        "(default: 16 of the costliest requests the bundles allow, at least 64 MiB)",
+    )
     p.set_defaults(func=run, parser=p)
 
 
@@ -55,6 +62,8 @@ def config_from_args(args: argparse.Namespace):
         raise ConfigError(f"--max-batch must be >= 1, got {args.max_batch}")
     if args.max_delay_ms < 0:
         raise ConfigError(f"--max-delay-ms must be >= 0, got {args.max_delay_ms}")
+    if args.max_inflight_bytes is not None and args.max_inflight_bytes < 1:
+        raise ConfigError(f"--max-inflight-bytes must be >= 1, got {args.max_inflight_bytes}")
     return ServerConfig(
         repository=args.repository,
         host=args.host,
@@ -69,6 +78,7 @@ def config_from_args(args: argparse.Namespace):
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,
         max_message_mb=args.max_message_mb,
+        max_inflight_bytes=args.max_inflight_bytes,
     )
 
 

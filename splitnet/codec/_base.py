@@ -219,13 +219,19 @@ class Codec(ABC):
         """Encodes float32/float16 arrays into one self-describing payload."""
         return self._encode(arrays, keep_symbols=False).payload
 
-    def decode(self, payload: bytes, *, max_elements: int | None = None) -> list[np.ndarray]:
+    def decode(
+        self,
+        payload: bytes,
+        *,
+        max_elements: int | None = None,
+        shapes: Sequence[Sequence[int]] | None = None,
+    ) -> list[np.ndarray]:
         """Same as :func:`splitnet.codec.decode` (any stateless codec's payload decodes).
 
         A payload of this codec's own kind decodes with this instance, so that a
         stateful kind (see :meth:`decoder`) can use its state.
         """
-        return _decode(payload, max_elements, self)
+        return _decode(payload, max_elements, self, shapes)
 
     def stats(self, arrays: Sequence[np.ndarray]) -> CodecStats:
         """Encodes and decodes ``arrays`` and measures size, entropy and error."""
@@ -393,7 +399,12 @@ def get_codec(name: str, **options: Any) -> Codec:
 # ---- decode ---------------------------------------------------------------------
 
 
-def decode(payload: bytes, *, max_elements: int | None = None) -> list[np.ndarray]:
+def decode(
+    payload: bytes,
+    *,
+    max_elements: int | None = None,
+    shapes: Sequence[Sequence[int]] | None = None,
+) -> list[np.ndarray]:
     """Decodes any splitnet codec payload, with the codec class its kind byte names.
 
     Returns float32 arrays, except for the lossless ``f32`` codec, which returns
@@ -403,16 +414,24 @@ def decode(payload: bytes, *, max_elements: int | None = None) -> list[np.ndarra
         payload: the bytes from :meth:`Codec.encode`.
         max_elements: refuse payloads declaring more elements in all
             (default :data:`splitnet.codec.MAX_ELEMENTS`).
+        shapes: the tensors' expected shapes; a payload declaring another count
+            or shape is refused from its header, before any body is decoded
+            (so a hostile header cannot make decoding cost more than a real frame).
 
     Raises:
         CodecError: the payload is truncated, corrupted, of an unknown kind, or
             exceeds the limits; or it is of a kind that decodes only with its codec
             instance (``learned``: ``codec.decode(payload)``).
     """
-    return _decode(payload, max_elements, None)
+    return _decode(payload, max_elements, None, shapes)
 
 
-def _decode(payload: bytes, max_elements: int | None, codec: Codec | None) -> list[np.ndarray]:
+def _decode(
+    payload: bytes,
+    max_elements: int | None,
+    codec: Codec | None,
+    shapes: Sequence[Sequence[int]] | None = None,
+) -> list[np.ndarray]:
     """:func:`decode`, by ``codec`` where the payload's kind needs its state."""
     limit = fmt.MAX_ELEMENTS if max_elements is None else max_elements
     try:
@@ -427,10 +446,17 @@ def _decode(payload: bytes, max_elements: int | None, codec: Codec | None) -> li
     (crc,) = fmt.CRC.unpack(data[-fmt.CRC.size :])
     if zlib.crc32(r.data) != crc:
         raise CodecError("payload checksum mismatch: the payload is corrupted")
+    expected = None if shapes is None else [tuple(int(d) for d in s) for s in shapes]
+    if expected is not None and p.n_tensors != len(expected):
+        raise CodecError(f"payload declares {p.n_tensors} tensors, expected {len(expected)}")
     headers: list[TensorHeader] = []
     used = 0
-    for _ in range(p.n_tensors):
+    for i in range(p.n_tensors):
         th = dec.read_header(r, p, used, limit)
+        if expected is not None and th.shape != expected[i]:
+            raise CodecError(
+                f"tensor {i} declares shape {list(th.shape)}, expected {list(expected[i])}"
+            )
         used += th.size
         headers.append(th)
     if p.entropy in FRAMED_STAGES:

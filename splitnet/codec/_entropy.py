@@ -123,6 +123,12 @@ def ans_decode(r: Reader, shape: tuple[int, ...], bits: int) -> np.ndarray:
     if mode > 1 or (mode == 1 and len(shape) < 2):
         raise CodecError(f"invalid ans model mode {mode} for a tensor of shape {shape}")
     n_models = 0 if size == 0 else (shape[1] if mode == 1 else 1)
+    # every model takes at least its record and one count: a header cannot declare more
+    # models than its bytes hold, so the work below stays bounded by the payload's size
+    if n_models * (MODEL.size + 2) + 4 > r.remaining:
+        raise CodecError(
+            f"ans section declares {n_models} models, more than its {r.remaining} bytes can hold"
+        )
     tables = []
     for _ in range(n_models):
         sparse, first, length_m1 = r.unpack(MODEL, "ans model")

@@ -42,7 +42,8 @@ input's own bytes (kind 0: float32 or float16, lossless). Bodies:
   for mode 1, each channel in C order of the remaining axes) decode in order.
 
 Decoding checks every size against the bytes present and against
-``max_elements`` before allocating; anything inconsistent raises
+``max_elements`` (and, when given, the expected ``shapes``) before
+allocating or building any entropy model; anything inconsistent raises
 :class:`CodecError`.
 """
 
@@ -198,6 +199,9 @@ def read_tensor(r: Reader, quantized: bool, used: int, limit: int) -> TensorHead
         raise CodecError("invalid flags in tensor record")
     shape = tuple(int(d) for d in r.array("<u4", rank, "tensor shape"))
     size = math.prod(shape)
+    # numpy refuses a shape whose non-zero extents overflow its index type, empty or not
+    if math.prod(d for d in shape if d) * 8 > np.iinfo(np.intp).max:
+        raise CodecError(f"tensor shape {shape} is too large for an array")
     if used + size > limit:
         raise CodecError(
             f"tensor of shape {shape} ({size} elements) takes the payload past its limit "

@@ -31,10 +31,11 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _deny(message: str) -> grpc.RpcMethodHandler:
-    """A handler that aborts with UNAUTHENTICATED. The server reads at most one request
-    whatever the method's shape, so a unary handler rejects streams too."""
+    """A handler that aborts with UNAUTHENTICATED before reading any request: as a
+    stream handler, it never asks gRPC for a message, so an unauthenticated request's
+    body is not received (whatever the method's shape, unary ones included)."""
 
-    async def abort(request, context):
+    async def abort(request_iterator, context):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    return grpc.unary_unary_rpc_method_handler(abort)
+    return grpc.stream_stream_rpc_method_handler(abort)

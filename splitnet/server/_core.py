@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
 from splitnet import codec
+from splitnet._errors import SplitnetError
+from splitnet.server._admission import (
+    Admission,
+    Ticket,
+    answer_bytes,
+    default_inflight_bytes,
+    max_payload_bytes,
+    max_request_bytes,
+)
 from splitnet.server._batcher import DynamicBatcher
-from splitnet.server._metrics import Metrics
+from splitnet.server._metrics import UNKNOWN_MODEL, Metrics
 from splitnet.server._repository import FrameInput, TailModel
 from splitnet.wire import (
     PAYLOAD_INPUT,
@@ -37,8 +48,13 @@ class InferError(Exception):
 
 
 class _ResponseCache:
-    """The last responses by (model, device_id, frame_id), bounded in count and bytes,
-    so that a frame re-sent after a reconnect is answered without running it twice."""
+    """The last responses by key, bounded in count and bytes, so that a frame re-sent
+    after a reconnect is answered without running it twice.
+
+    The key (see :meth:`InferenceCore.infer`) holds the caller's identity and a
+    digest of the payload, so an entry answers only the caller that sent the
+    frame, and only for the payload it sent: no client reads or plants another's.
+    """
 
     def __init__(self, max_items: int = 1024, max_bytes: int = 256 << 20) -> None:
         self.max_items, self.max_bytes = max_items, max_bytes
@@ -52,6 +68,9 @@ class _ResponseCache:
         size = response.ByteSize()
         if size > self.max_bytes:
             return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= old.ByteSize()
         self._items[key] = response
         self._bytes += size
         while len(self._items) > self.max_items or self._bytes > self.max_bytes:
@@ -67,6 +86,9 @@ class InferenceCore:
         max_batch, max_delay_ms: dynamic batching (per model; capped by what
             each tail allows).
         metrics: Prometheus metrics to update (optional).
+        max_inflight_bytes: the budget of bytes in flight (see
+            :mod:`splitnet.server._admission`); ``None``: 16 of the costliest
+            requests the bundles allow, and at least 64 MiB.
     """
 
     def __init__(
@@ -77,6 +99,7 @@ class InferenceCore:
         max_delay_ms: float = 5.0,
         metrics: Metrics | None = None,
         decode_threads: int = 2,
+        max_inflight_bytes: int | None = None,
     ) -> None:
         self.models = dict(models)
         self.metrics = metrics
@@ -86,6 +109,17 @@ class InferenceCore:
         self._batchers = {name: self._batcher(m) for name, m in self.models.items()}
         self._cache = _ResponseCache()
         self._inflight: dict[tuple, asyncio.Future] = {}
+        # what a request may hold: its message (at most max_request_bytes), its decoded
+        # tensors and its answer
+        self._limits = {name: _limits(m) for name, m in self.models.items()}
+        self.max_request_bytes = max(
+            (lim.request_bytes for lim in self._limits.values()), default=0
+        )
+        if max_inflight_bytes is None:
+            max_inflight_bytes = default_inflight_bytes(
+                lim.request_bytes + lim.held_bytes for lim in self._limits.values()
+            )
+        self.admission = Admission(max_inflight_bytes)
 
     def _batcher(self, m: TailModel) -> DynamicBatcher:
         return DynamicBatcher(
@@ -114,28 +148,76 @@ class InferenceCore:
             raise InferError(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}; served: {known}")
         return model
 
-    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        """Answers one request; raises :class:`InferError` with the right status."""
+    def cost(self, request: pb.ModelInferRequest) -> int:
+        """What ``request`` holds in flight: its message, its decoded tensors, its answer."""
+        limits = self._limits.get(request.model_name)
+        return request.ByteSize() + (limits.held_bytes if limits is not None else 0)
+
+    def admit(self, request: pb.ModelInferRequest) -> Ticket:
+        """Charges ``request`` to the budget of bytes in flight until the ticket is released.
+
+        Raises:
+            InferError: RESOURCE_EXHAUSTED when the budget cannot take it now.
+        """
+        cost = self.cost(request)
+        ticket = self.admission.admit(cost)
+        if ticket is None:
+            self._count(request.model_name, "resource_exhausted")
+            raise InferError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server busy: {self.admission.used} of {self.admission.max_bytes} bytes in "
+                f"flight, this request needs {cost}; retry later",
+            )
+        return ticket
+
+    async def infer(
+        self,
+        request: pb.ModelInferRequest,
+        *,
+        caller: str = "",
+        ticket: Ticket | None = None,
+    ) -> pb.ModelInferResponse:
+        """Answers one request; raises :class:`InferError` with the right status.
+
+        Args:
+            request: the request.
+            caller: who asked (:func:`~splitnet.server._admission.caller_identity`);
+                the answer cache answers only the same caller.
+            ticket: the request's charge from :meth:`admit`, released by the caller
+                once the answer is written; without one, ``infer`` charges the
+                request itself for as long as it runs.
+        """
+        own = ticket is None
+        if own:
+            ticket = self.admit(request)
+        try:
+            return await self._infer(request, caller)
+        finally:
+            if own:
+                ticket.release()
+
+    async def _infer(self, request: pb.ModelInferRequest, caller: str) -> pb.ModelInferResponse:
         model_name = request.model_name
         try:
             model = self.model(model_name)
-            device_id = get_parameter(request.parameters, "device_id")
-            frame_id = get_parameter(request.parameters, "frame_id")
+            # every check, the payload's decoding included, comes before the cache: a
+            # request that is not a valid frame gets no answer, cached or not
+            prepared = await self._prepare(model, request)
             key = None
-            if device_id is not None and frame_id is not None:
-                key = (model_name, str(device_id), int(frame_id))
+            if prepared.frame_key is not None:
+                key = (model_name, caller, *prepared.frame_key, prepared.digest)
                 cached = self._cache.get(key)
                 if cached is not None:
                     self._count(model_name, "duplicate")
-                    return cached
+                    return _for_request(cached, request)
                 pending = self._inflight.get(key)
                 if pending is not None:
                     self._count(model_name, "duplicate")
-                    return await asyncio.shield(pending)
+                    return _for_request(await asyncio.shield(pending), request)
             if key is None:
-                response = await self._run(model, request)
+                response = await self._run(model, request, prepared)
             else:
-                response = await self._run_once(key, model, request)
+                response = await self._run_once(key, model, request, prepared)
         except InferError as e:
             self._count(model_name, e.code.name.lower())
             raise
@@ -146,13 +228,13 @@ class InferenceCore:
         return response
 
     async def _run_once(
-        self, key: tuple, model: TailModel, request: pb.ModelInferRequest
+        self, key: tuple, model: TailModel, request: pb.ModelInferRequest, prepared: _Prepared
     ) -> pb.ModelInferResponse:
         """Runs a frame; requests for the same key meanwhile wait for this answer."""
         future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            response = await self._run(model, request)
+            response = await self._run(model, request, prepared)
             future.set_result(response)
             self._cache.put(key, response)
             return response
@@ -163,8 +245,8 @@ class InferenceCore:
         finally:
             self._inflight.pop(key, None)
 
-    async def _run(self, model: TailModel, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        # the cheap checks first: a bad request costs no decoding
+    async def _prepare(self, model: TailModel, request: pb.ModelInferRequest) -> _Prepared:
+        """Every check of ``request``, cheap ones first, then the payload's decoding."""
         wanted = {o.name for o in request.outputs}
         valid = {name for name, _, _ in model.output_metadata()}
         unknown = wanted - valid
@@ -174,21 +256,31 @@ class InferenceCore:
                 f"model {model.name} has no output {sorted(unknown)[0]!r}; outputs: {', '.join(sorted(valid))}",
             )
         top_k = get_parameter(request.parameters, "top_k", 5)
-        if not isinstance(top_k, int) or top_k < 1:
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise InferError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"top_k must be a positive integer, got {top_k!r}"
             )
+        frame_key = _frame_key(request)
         payload = _payload(request)
         if self.metrics is not None:
             self.metrics.payload_bytes.labels(model.name).observe(len(payload))
+        digest = hashlib.blake2b(payload, digest_size=16).digest() if frame_key else b""
         loop = asyncio.get_running_loop()
         try:
             tensors = await loop.run_in_executor(
                 self._decode_pool, _decode_and_check, model, payload
             )
-        except (codec.CodecError, ValueError) as e:
+        except (codec.CodecError, SplitnetError, ValueError) as e:
             raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-        frame = FrameInput(tensors, probabilities="probabilities" in wanted, top_k=top_k)
+        return _Prepared(tensors, wanted, top_k, frame_key, digest)
+
+    async def _run(
+        self, model: TailModel, request: pb.ModelInferRequest, prepared: _Prepared
+    ) -> pb.ModelInferResponse:
+        wanted = prepared.wanted
+        frame = FrameInput(
+            prepared.tensors, probabilities="probabilities" in wanted, top_k=prepared.top_k
+        )
         result, stats = await self._batchers[model.name].submit(frame)
         if self.metrics is not None:
             self.metrics.observe_batch(model.name, stats)
@@ -220,7 +312,9 @@ class InferenceCore:
 
     def _count(self, model: str, status: str) -> None:
         if self.metrics is not None:
-            self.metrics.requests.labels(model, status).inc()
+            # a client-chosen name is no label: one series per name would grow without bound
+            label = model if model in self.models else UNKNOWN_MODEL
+            self.metrics.requests.labels(label, status).inc()
 
     async def close(self) -> None:
         """Finishes what is queued, then stops the batchers and thread pools."""
@@ -228,6 +322,66 @@ class InferenceCore:
             await batcher.stop()
         self._decode_pool.shutdown(wait=True)
         self._compute_pool.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What one model's requests may cost: the largest message, and what a request holds
+    besides its message (decoded tensors, the answer)."""
+
+    request_bytes: int
+    held_bytes: int
+
+
+def _limits(model: TailModel) -> _Limits:
+    shapes = [tuple(t.shape) for t in model.manifest.crossing]
+    answer = answer_bytes(model.output_metadata(), model.manifest.num_classes or 1)
+    return _Limits(
+        max_request_bytes(max_payload_bytes(shapes)), 4 * model.crossing_elements + answer
+    )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A checked request: its decoded tensors and what it asked for."""
+
+    tensors: list[np.ndarray]
+    wanted: set[str]
+    top_k: int
+    frame_key: tuple[str, int] | None
+    digest: bytes
+
+
+def _frame_key(request: pb.ModelInferRequest) -> tuple[str, int] | None:
+    """``(device_id, frame_id)`` when both are given; INVALID_ARGUMENT when malformed."""
+    device_id = get_parameter(request.parameters, "device_id")
+    frame_id = get_parameter(request.parameters, "frame_id")
+    if device_id is None or frame_id is None:
+        return None
+    if isinstance(frame_id, str) and frame_id.strip().lstrip("-").isdigit():
+        frame_id = int(frame_id)
+    if not isinstance(frame_id, int) or isinstance(frame_id, bool):
+        raise InferError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"frame_id must be an integer, got {frame_id!r}"
+        )
+    if isinstance(device_id, bool) or not isinstance(device_id, str | int):
+        raise InferError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"device_id must be a string or an integer, got {device_id!r}",
+        )
+    return str(device_id), frame_id
+
+
+def _for_request(
+    response: pb.ModelInferResponse, request: pb.ModelInferRequest
+) -> pb.ModelInferResponse:
+    """A cached or shared answer, with this request's id."""
+    if response.id == request.id:
+        return response
+    out = pb.ModelInferResponse()
+    out.CopyFrom(response)
+    out.id = request.id
+    return out
 
 
 def _payload(request: pb.ModelInferRequest) -> bytes:
@@ -243,10 +397,26 @@ def _payload(request: pb.ModelInferRequest) -> bytes:
             grpc.StatusCode.INVALID_ARGUMENT,
             f"input {PAYLOAD_INPUT!r} must be UINT8, got {tensor.datatype}",
         )
+    if len(request.raw_input_contents) > 1:
+        raise InferError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{len(request.raw_input_contents)} raw input contents for 1 input",
+        )
     if request.raw_input_contents:
+        if len(tensor.contents.uint_contents):
+            raise InferError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"input {PAYLOAD_INPUT!r} has both raw and typed contents",
+            )
         payload = request.raw_input_contents[0]
     else:
-        payload = bytes(tensor.contents.uint_contents)  # values > 255 raise ValueError below
+        values = tensor.contents.uint_contents
+        if len(values) and max(values) > 255:
+            raise InferError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"input {PAYLOAD_INPUT!r} is UINT8, but uint_contents holds {max(values)}",
+            )
+        payload = bytes(values)
     if list(tensor.shape) != [len(payload)]:
         raise InferError(
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -258,4 +428,9 @@ def _payload(request: pb.ModelInferRequest) -> bytes:
 def _decode_and_check(model: TailModel, payload: bytes) -> list[np.ndarray]:
     # a payload may not declare more elements than the bundle's tensors hold: no hostile
     # header makes the server allocate more than a real frame needs
-    return model.check(model.codec.decode(payload, max_elements=model.crossing_elements))
+    # and no other shapes than the bundle's: a header declaring other tensors (say, one
+    # rANS model per element) is refused before any entropy model is built
+    shapes = [tuple(t.shape) for t in model.manifest.crossing]
+    return model.check(
+        model.codec.decode(payload, max_elements=model.crossing_elements, shapes=shapes)
+    )

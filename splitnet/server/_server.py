@@ -43,8 +43,14 @@ class ServerConfig:
         metrics_port: Prometheus HTTP port (``None``: no metrics endpoint; 0: any free port).
         token_file: require ``authorization: Bearer <token>``.
         tls_cert, tls_key, tls_ca: TLS; with ``tls_ca`` clients must present a certificate.
-        max_message_mb: the largest request or response message.
+        max_message_mb: the largest response message, and a cap on the largest
+            request (which is otherwise what the largest bundle's payload can need).
         grace_s: how long a shutdown lets calls in flight finish.
+        max_inflight_bytes: the budget of bytes held by requests in flight
+            (``None``: 16 of the costliest requests the bundles allow, at least
+            64 MiB); a request past it is answered RESOURCE_EXHAUSTED.
+        max_stream_inflight: requests of one stream in flight, answers not yet
+            written included.
     """
 
     repository: str | Path
@@ -61,6 +67,8 @@ class ServerConfig:
     tls_ca: str | Path | None = None
     max_message_mb: int = 64
     grace_s: float = 10.0
+    max_inflight_bytes: int | None = None
+    max_stream_inflight: int = 64
 
 
 def _device(name: str) -> str:
@@ -96,9 +104,10 @@ class InferenceServer:
             max_batch=config.max_batch,
             max_delay_ms=config.max_delay_ms,
             metrics=self.metrics,
+            max_inflight_bytes=config.max_inflight_bytes,
         )
         self.metrics.requests.known = lambda: self.core.models
-        self.servicer = InferenceServicer(self.core)
+        self.servicer = InferenceServicer(self.core, max_stream_inflight=config.max_stream_inflight)
         self.servicer.statistics = self.metrics.statistics
         self.servicer.repository = ModelRepository(
             config.repository, self.core, device=self.device, precision=config.precision
@@ -113,10 +122,12 @@ class InferenceServer:
         cfg = self.config
         interceptors = [TokenAuthInterceptor(read_token(cfg.token_file))] if cfg.token_file else []
         limit = cfg.max_message_mb << 20
+        # no request bigger than the largest bundle's payload can need gets received
+        receive = min(limit, self.core.max_request_bytes or limit)
         self._server = grpc.aio.server(
             interceptors=interceptors,
             options=[
-                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_receive_message_length", receive),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),
             ],

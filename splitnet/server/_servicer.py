@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
 
 from splitnet import __version__
+from splitnet.server._admission import caller_identity
 from splitnet.server._config import PLATFORM, model_config
 from splitnet.server._core import InferenceCore, InferError
 from splitnet.server._model_repository import RepositoryError
+from splitnet.server._stream import answer_stream
 from splitnet.wire import PAYLOAD_INPUT
 from splitnet.wire import inference_pb2 as pb
 from splitnet.wire import inference_pb2_grpc as pb_grpc
@@ -34,6 +36,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     Unary errors end the call with their status; on ``ModelStreamInfer`` a
     failed request is answered with ``error_message`` (``"INVALID_ARGUMENT: ..."``)
     and the stream goes on, so one bad frame never costs a device its stream.
+    Stream answers come in request order (see :mod:`splitnet.server._stream`).
     """
 
     def __init__(self, core: InferenceCore, *, max_stream_inflight: int = 64) -> None:
@@ -129,53 +132,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request, context) -> pb.ModelInferResponse:
         try:
-            return await self.core.infer(request)
+            return await self.core.infer(request, caller=caller_identity(context))
         except InferError as e:
             await context.abort(e.code, e.message)
 
     async def ModelStreamInfer(
         self, request_iterator, context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        responses: asyncio.Queue = asyncio.Queue()
-        slots = asyncio.Semaphore(self.max_stream_inflight)
-        tasks: set[asyncio.Task] = set()
-
-        async def answer(request: pb.ModelInferRequest) -> None:
-            try:
-                out = pb.ModelStreamInferResponse(infer_response=await self.core.infer(request))
-            except InferError as e:
-                out = pb.ModelStreamInferResponse(error_message=f"{e.code.name}: {e.message}")
-                out.infer_response.model_name = request.model_name
-                out.infer_response.id = request.id
-                for key in ("device_id", "frame_id"):
-                    if key in request.parameters:
-                        out.infer_response.parameters[key].CopyFrom(request.parameters[key])
-            finally:
-                slots.release()
-            await responses.put(out)
-
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    await slots.acquire()  # back-pressure: at most max_stream_inflight per stream
-                    task = asyncio.create_task(answer(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            finally:
-                await responses.put(None)  # end of requests
-
-        reader = asyncio.create_task(read())
-        try:
-            reading = True
-            while reading or tasks or not responses.empty():
-                item = await responses.get()
-                if item is None:
-                    reading = False
-                    if tasks:
-                        await asyncio.gather(*list(tasks), return_exceptions=True)
-                    continue
-                yield item
-        finally:
-            reader.cancel()
-            for t in list(tasks):
-                t.cancel()
+        answers = answer_stream(
+            self.core, request_iterator, caller_identity(context), self.max_stream_inflight
+        )
+        async with contextlib.aclosing(answers):  # its tickets are released with the call
+            async for out in answers:
+                yield out
