@@ -67,6 +67,8 @@ class DaemonConfig:
         streams: concurrent streams (default: one per server address).
         device: the OpenVINO device that runs the head.
         token_file, tls_ca: bearer token and server CA for TLS.
+        tls_cert, tls_key: the client certificate (PEM chain) and its key, for a server
+            that requires client certificates (mTLS); both or neither.
         retry_timeout_s: give up when no server answers for this long.
         probabilities: ask for class probabilities too.
         seed: seed of the ``synthetic`` source's frames.
@@ -86,6 +88,8 @@ class DaemonConfig:
     device: str = "CPU"
     token_file: str | Path | None = None
     tls_ca: str | Path | None = None
+    tls_cert: str | Path | None = None
+    tls_key: str | Path | None = None
     retry_timeout_s: float = 60.0
     max_message_mb: int = 64
     probabilities: bool = False
@@ -201,8 +205,14 @@ class DeviceDaemon:
             raise ConfigError(
                 "several --server addresses must be IPv4 host:port (round_robin over them)"
             )
-        if cfg.tls_ca:
-            creds = grpc.ssl_channel_credentials(root_certificates=Path(cfg.tls_ca).read_bytes())
+        if cfg.tls_ca or cfg.tls_cert or cfg.tls_key:
+            if (cfg.tls_cert is None) != (cfg.tls_key is None):
+                raise ConfigError("a client certificate needs both --tls-cert and --tls-key")
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read_pem(cfg.tls_ca, "--tls-ca"),
+                private_key=_read_pem(cfg.tls_key, "--tls-key"),
+                certificate_chain=_read_pem(cfg.tls_cert, "--tls-cert"),
+            )
             return grpc.aio.secure_channel(target, creds, options=options)
         return grpc.aio.insecure_channel(target, options=options)
 
@@ -320,7 +330,9 @@ class DeviceDaemon:
         last_ok = time.perf_counter()
         first = True
         while True:
-            call = stream(metadata=metadata, wait_for_ready=True)
+            # not wait_for_ready: a server that is down, a wrong CA or plain against TLS
+            # fail the call at once and count towards retry_timeout_s (issue 13, item 3)
+            call = stream(metadata=metadata, wait_for_ready=False)
             if not first:
                 self.summary.reconnects += 1
             first = False
@@ -490,6 +502,18 @@ def _atomic(path: Path, write) -> None:
     with open(tmp, "wb") as f:
         write(f)
     os.replace(tmp, path)
+
+
+def _read_pem(path: str | Path | None, option: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{option}: cannot read {path}: {e.strerror}") from None
+    if b"-----BEGIN" not in data:
+        raise ConfigError(f"{option}: {path} is not a PEM file")
+    return data
 
 
 def _is_ipv4(address: str) -> bool:
