@@ -112,3 +112,92 @@ def test_a_client_certificate_needs_its_key(repository, tmp_path):
     )
     with pytest.raises(SplitnetError, match="both --tls-cert and --tls-key"):
         _run(cfg)
+
+
+def _daemon_process(repository, port, out, frames, *extra):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = os.environ | {"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "splitnet.cli.main",
+        "device",
+        "--bundle",
+        str(repository / "unet"),
+    ]
+    cmd += ["--server", f"127.0.0.1:{port}", "--frames", str(frames), "--out", str(out), *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_daemon_resumes_with_its_device_id_and_no_frame_twice(
+    repository, models, tmp_path
+):
+    """Item 9: SIGKILL mid-run, start again with the same --out: the same device id, every
+    result written exactly once (none rewritten), the tail runs each frame at most once."""
+    import json
+    import signal
+
+    from _serve_helpers import UNET
+
+    n = 16
+
+    async def body(server, port):
+        batcher = server.core._batchers[UNET]
+        submit, ran = batcher.submit, []
+
+        async def counting(frame):
+            ran.append(frame)
+            return await submit(frame)
+
+        batcher.submit = counting
+        first = _daemon_process(repository, port, tmp_path, n, "--fps", "8", "--window", "4")
+        while len(list(tmp_path.glob("*.png"))) < 4 and first.poll() is None:
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(first.wait)
+        assert first.returncode == -signal.SIGKILL
+        written = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.png")}
+        device_id = json.loads((tmp_path / "state.json").read_text())["device_id"]
+        second = _daemon_process(repository, port, tmp_path, n, "--window", "4")
+        out, err = await asyncio.to_thread(second.communicate, timeout=300)
+        assert second.returncode == 0, err
+        return written, device_id, len(ran)
+
+    written, device_id, tail_runs = run_with_server(repository, models, body)
+    assert 4 <= len(written) < n
+    files = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.png")}
+    assert sorted(files) == [f"{i:08d}.png" for i in range(n)]
+    assert all(files[name] == t for name, t in written.items())  # no result rewritten
+    assert tail_runs == n  # each frame once: the spooled ones came back from the cache
+    assert json.loads((tmp_path / "state.json").read_text())["device_id"] == device_id
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["fatal"] is None and summary["unacknowledged"] == 0
+    assert not list((tmp_path / ".spool").iterdir())
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_sigterm_and_sigint_write_the_summary(repository, tmp_path, sig):
+    """Item 9: a daemon stopped by a signal (here while it waits for a server) writes
+    summary.json with the frames it had not got answers for, and exits with one line."""
+    import json
+    import signal
+    import time
+
+    proc = _daemon_process(repository, _free_port(), tmp_path, 3, "--retry-timeout", "600")
+    deadline = time.monotonic() + 300  # a hang guard
+    while not (tmp_path / "state.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.strip() == f"splitnet: error: stopped by {sig}" or err.strip().endswith(
+        f"stopped by {sig}"
+    ), err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["fatal"] == f"stopped by {sig}"
+    assert summary["unacknowledged_frames"]
