@@ -98,3 +98,50 @@ print(json.dumps(sorted(models)), isinstance(tail, torch.nn.Module))
     got = np.load(tmp_path / "out.npz")
     np.testing.assert_array_equal(got["mask"], want["mask"])
     np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=1e-6, atol=1e-7)
+
+
+def test_a_frame_resent_while_its_first_copy_runs_is_answered_when_the_first_is_cancelled(models):
+    """Issue 13, item 1: a link drops, the daemon re-sends a frame on a new stream while the
+    first copy still runs for the old stream; the server then cancels the old stream. The
+    re-sent copy must get the answer (it got the cancellation, and the daemon hung)."""
+    from _serve_helpers import make_payload
+
+    from splitnet.server._core import InferenceCore
+    from splitnet.wire import inference_pb2 as pb
+    from splitnet.wire import make_infer_request
+
+    async def main():
+        core = InferenceCore(models)
+        batcher = core._batchers[UNET]
+        submit, gate, runs = batcher.submit, asyncio.Event(), []
+
+        async def slow_submit(frame):
+            runs.append(frame)
+            await gate.wait()
+            return await submit(frame)
+
+        batcher.submit = slow_submit
+        request = make_infer_request(
+            UNET,
+            make_payload(models, UNET),
+            request_id="d/3",
+            parameters={"device_id": "d", "frame_id": 3},
+        )
+        assert isinstance(request, pb.ModelInferRequest)
+        try:
+            first = asyncio.create_task(core.infer(request))  # the old stream's copy
+            while not runs:
+                await asyncio.sleep(0.001)
+            again = asyncio.create_task(core.infer(request))  # re-sent on the new stream
+            await asyncio.sleep(0.01)
+            first.cancel()  # the server notices the dead stream
+            await asyncio.gather(first, return_exceptions=True)
+            gate.set()
+            response = await asyncio.wait_for(again, 60)  # a hang guard, not a timing
+        finally:
+            await core.close()
+        return response, len(runs)
+
+    response, n_runs = asyncio.run(main())
+    assert response.outputs[0].name == "mask"
+    assert n_runs == 1  # the tail ran the frame once

@@ -70,7 +70,9 @@ def add_parser(sub) -> None:
         "--head-device", default="CPU", help="OpenVINO device that runs the head (default CPU)"
     )
     p.add_argument("--token-file")
-    p.add_argument("--tls-ca")
+    p.add_argument("--tls-ca", help="the server's CA (PEM): connect with TLS")
+    p.add_argument("--tls-cert", help="client certificate (PEM) for a server that requires mTLS")
+    p.add_argument("--tls-key", help="the client certificate's private key (PEM)")
     p.add_argument(
         "--retry-timeout",
         type=float,
@@ -116,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.head_device,
         token_file=args.token_file,
         tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         retry_timeout_s=args.retry_timeout,
         probabilities=args.probabilities,
         seed=args.seed,

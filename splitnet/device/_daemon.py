@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
@@ -28,6 +29,7 @@ from splitnet._errors import ConfigError
 from splitnet.device._link import LinkEmulator, parse_link
 from splitnet.device._runner import DeviceError
 from splitnet.device._sources import open_source
+from splitnet.device._spool import Spool
 from splitnet.wire import (
     encode_infer_request,
     get_parameter,
@@ -67,6 +69,8 @@ class DaemonConfig:
         streams: concurrent streams (default: one per server address).
         device: the OpenVINO device that runs the head.
         token_file, tls_ca: bearer token and server CA for TLS.
+        tls_cert, tls_key: the client certificate (PEM chain) and its key, for a server
+            that requires client certificates (mTLS); both or neither.
         retry_timeout_s: give up when no server answers for this long.
         probabilities: ask for class probabilities too.
         seed: seed of the ``synthetic`` source's frames.
@@ -90,6 +94,8 @@ class DaemonConfig:
     device: str = "CPU"
     token_file: str | Path | None = None
     tls_ca: str | Path | None = None
+    tls_cert: str | Path | None = None
+    tls_key: str | Path | None = None
     retry_timeout_s: float = 60.0
     max_message_mb: int = 64
     probabilities: bool = False
@@ -183,11 +189,35 @@ class DeviceDaemon:
         self.source = open_source(
             config.source, height=h, width=w, frames=config.frames, fps=config.fps, seed=config.seed
         )
-        self.device_id = config.device_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.out = Path(config.out) if config.out else None
+        self.summary = Summary(model=self.manifest.name)
+        # the spool under --out: a run started again with the same --out resumes (_spool.py)
+        self.spool: Spool | None = None
+        self._first_frame = 0
+        self._resume: list[tuple[int, bytes]] = []
+        state: dict = {}
         if self.out:
             self.out.mkdir(parents=True, exist_ok=True)
-        self.summary = Summary(model=self.manifest.name)
+            self.spool = Spool(self.out)
+            state = self.spool.state()
+            self._first_frame = int(state.get("next_frame", 0))
+            for frame_id, request in self.spool.pending():
+                if self._result_exists(frame_id):
+                    self.spool.ack(frame_id)  # answered and written, killed before the ack
+                else:
+                    self._resume.append((frame_id, request))
+        self.device_id = (
+            config.device_id
+            or state.get("device_id")
+            or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        )
+        if state.get("running") and self.out is not None:
+            # the last run was killed before it wrote its summary: say so now
+            doc = asdict(Summary(model=self.manifest.name, fatal="killed; resumed by a new start"))
+            doc["unacknowledged_frames"] = [f for f, _ in self._resume]
+            _atomic(
+                self.out / "summary.json", lambda f: f.write(json.dumps(doc, indent=2).encode())
+            )
         self._pending: dict[int, _Pending] = {}
         self._latencies: list[float] = []
         self._head_s: list[float] = []
@@ -219,8 +249,14 @@ class DeviceDaemon:
             raise ConfigError(
                 "several --server addresses must be IPv4 host:port (round_robin over them)"
             )
-        if cfg.tls_ca:
-            creds = grpc.ssl_channel_credentials(root_certificates=Path(cfg.tls_ca).read_bytes())
+        if cfg.tls_ca or cfg.tls_cert or cfg.tls_key:
+            if (cfg.tls_cert is None) != (cfg.tls_key is None):
+                raise ConfigError("a client certificate needs both --tls-cert and --tls-key")
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read_pem(cfg.tls_ca, "--tls-ca"),
+                private_key=_read_pem(cfg.tls_key, "--tls-key"),
+                certificate_chain=_read_pem(cfg.tls_cert, "--tls-cert"),
+            )
             return grpc.aio.secure_channel(target, creds, options=options)
         return grpc.aio.insecure_channel(target, options=options)
 
@@ -246,17 +282,65 @@ class DeviceDaemon:
         streams = [
             asyncio.create_task(self._stream(stream, i, metadata)) for i in range(len(self._queues))
         ]
+        stopped = self._on_signals(asyncio.current_task())
         try:
+            await self._requeue_spooled()
             await self._produce()
             await self._drain(streams)
+        except asyncio.CancelledError:
+            if not stopped:
+                raise
+        except BaseException as e:
+            self._fatal = self._fatal or e
+            raise
         finally:
+            self._off_signals()
             for t in streams:
                 t.cancel()
             await asyncio.gather(*streams, return_exceptions=True)
             await channel.close()
             self._pool.shutdown(wait=False)
-        self._finish(time.perf_counter() - start)
+            self._finish(time.perf_counter() - start)  # summary.json on every exit path
         return self.summary
+
+    def _on_signals(self, task: asyncio.Task | None) -> list[str]:
+        """SIGTERM and SIGINT stop the run with its summary written; returns a list that
+        names the signal once one came."""
+        stopped: list[str] = []
+        self._signals: list[int] = []
+
+        def stop(sig: signal.Signals) -> None:
+            stopped.append(sig.name)
+            self._fatal = DeviceError(f"stopped by {sig.name}")
+            if task is not None:
+                task.cancel()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop, sig)
+                self._signals.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread (a test's loop): the caller handles signals
+        return stopped
+
+    def _off_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+
+    async def _requeue_spooled(self) -> None:
+        """The frames a killed run had spooled and not got answers for, sent again."""
+        for frame_id, request in self._resume:
+            await self._slots.acquire()
+            pending = _Pending(
+                frame_id, request, time.perf_counter(), stream=frame_id % len(self._queues)
+            )
+            self._pending[frame_id] = pending
+            self._idle.clear()
+            self.summary.resent += 1
+            await self._queues[pending.stream].put(pending)
+        self._resume = []
 
     async def _connect(self, channel: grpc.aio.Channel, settle_s: float = 0.3) -> None:
         try:
@@ -270,7 +354,10 @@ class DeviceDaemon:
         frames = iter(self.source)
         period = 1.0 / self.config.fps if self.config.fps else 0.0
         next_at = time.perf_counter()
-        frame_id = 0
+        frame_id = self._first_frame
+        for _ in range(frame_id):  # a resumed run: these were captured before
+            if await loop.run_in_executor(self._pool, next, frames, None) is None:
+                return
         while self._fatal is None:
             if period:
                 delay = next_at - time.perf_counter()
@@ -292,6 +379,11 @@ class DeviceDaemon:
                 self._slots.release()
                 raise
             pending = _Pending(frame_id, request, captured, stream=frame_id % len(self._queues))
+            if self.spool is not None:  # on disk before it is sent
+                self.spool.put(frame_id, request)
+                self.spool.save_state(
+                    device_id=self.device_id, next_frame=frame_id + 1, running=True
+                )
             self._pending[frame_id] = pending
             self._idle.clear()
             self.summary.frames_sent += 1
@@ -341,7 +433,9 @@ class DeviceDaemon:
         last_ok = time.perf_counter()
         first = True
         while True:
-            call = stream(metadata=metadata, wait_for_ready=True)
+            # not wait_for_ready: a server that is down, a wrong CA or plain against TLS
+            # fail the call at once and count towards retry_timeout_s (issue 13, item 3)
+            call = stream(metadata=metadata, wait_for_ready=False)
             if not first:
                 self.summary.reconnects += 1
             first = False
@@ -456,11 +550,17 @@ class DeviceDaemon:
             self.summary.failed += 1
             if len(self.summary.errors) < 10:
                 self.summary.errors.append(f"frame {frame_id}: {response.error_message}")
-            return
-        self.summary.ok += 1
-        self._latencies.append(time.perf_counter() - p.captured)
-        if self.out is not None:
-            self._write_result(p.frame_id, output_arrays(response.infer_response))
+        else:
+            self.summary.ok += 1
+            self._latencies.append(time.perf_counter() - p.captured)
+            if self.out is not None:
+                self._write_result(p.frame_id, output_arrays(response.infer_response))
+        if self.spool is not None:
+            self.spool.ack(p.frame_id)  # after the result: a kill in between writes it once
+
+    def _result_exists(self, frame_id: int) -> bool:
+        assert self.out is not None
+        return any((self.out / f"{frame_id:08d}{ext}").exists() for ext in (".png", ".json"))
 
     def _result_tags(self, frame_id: int) -> dict[str, str]:
         """Text written with each result (a PNG text chunk, JSON fields); none here."""
@@ -510,6 +610,13 @@ class DeviceDaemon:
         s.head_ms_mean = float(np.mean(self._head_s) * 1000) if self._head_s else 0.0
         if self._fatal is not None:
             s.fatal = str(self._fatal)
+        if self.spool is not None:
+            state = self.spool.state()
+            self.spool.save_state(
+                device_id=self.device_id,
+                next_frame=state.get("next_frame", self._first_frame),
+                running=False,
+            )
         if self.out is not None:
             doc = asdict(s) | {"unacknowledged_frames": sorted(self._pending)}
             _atomic(
@@ -522,6 +629,18 @@ def _atomic(path: Path, write) -> None:
     with open(tmp, "wb") as f:
         write(f)
     os.replace(tmp, path)
+
+
+def _read_pem(path: str | Path | None, option: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{option}: cannot read {path}: {e.strerror}") from None
+    if b"-----BEGIN" not in data:
+        raise ConfigError(f"{option}: {path} is not a PEM file")
+    return data
 
 
 def _is_ipv4(address: str) -> bool:

@@ -230,20 +230,21 @@ class InferenceCore:
     async def _run_once(
         self, key: tuple, model: TailModel, request: pb.ModelInferRequest, prepared: _Prepared
     ) -> pb.ModelInferResponse:
-        """Runs a frame; requests for the same key meanwhile wait for this answer."""
-        future = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            response = await self._run(model, request, prepared)
-            future.set_result(response)
-            self._cache.put(key, response)
-            return response
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise
-        finally:
+        """Runs a frame; requests for the same key meanwhile wait for this answer.
+
+        The frame runs in a task of its own: when the stream that sent it first is
+        cancelled (a dropped link), the copy re-sent on a new stream still gets the
+        answer, instead of the cancellation (issue 13, item 1)."""
+        task = asyncio.ensure_future(self._run(model, request, prepared))
+        self._inflight[key] = task
+
+        def done(t: asyncio.Future) -> None:
             self._inflight.pop(key, None)
+            if not t.cancelled() and t.exception() is None:
+                self._cache.put(key, t.result())
+
+        task.add_done_callback(done)
+        return await asyncio.shield(task)
 
     async def _prepare(self, model: TailModel, request: pb.ModelInferRequest) -> _Prepared:
         """Every check of ``request``, cheap ones first, then the payload's decoding."""
