@@ -317,3 +317,14 @@ assert codec.decode(codec.encode(head(frame)))[0].shape == (1, 32, 64, 3)
     args = (str(root / "dev"), str(root / "repo" / "jpeg"), str(tmp_path))
     res = run_without_torch(code, args=args)
     assert res.returncode == 0, res.stderr
+
+
+def test_an_image_of_another_size_than_the_bundle_is_refused_from_its_header():
+    """After the merge with the shape-checked decode: the server passes the bundle's shapes."""
+    from splitnet.codec import CodecError, get_codec
+
+    codec = get_codec("png")
+    payload = codec.encode([np.zeros((1, 8, 12, 3), np.uint8)])
+    assert codec.decode(payload, shapes=[(1, 8, 12, 3)])[0].shape == (1, 8, 12, 3)
+    with pytest.raises(CodecError, match="png image of 8x12; the bundle takes 16x12"):
+        codec.decode(payload, shapes=[(1, 16, 12, 3)])

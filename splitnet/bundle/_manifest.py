@@ -264,7 +264,10 @@ class Manifest:
                 raise BundleError(f"manifest head is missing {key!r}")
         if self.has_tail and "file" not in self.tail:
             raise BundleError("manifest tail is missing 'file'")
-        for path in [*self.files, self.tail["file"], self.head["xml"], self.head["bin"]]:
+        paths = [*self.files]
+        paths += [self.tail["file"]] if self.has_tail else []
+        paths += [self.head["xml"], self.head["bin"]] if self.has_head else []
+        for path in paths:
             if not _inside(path):
                 raise BundleError(f"manifest file path {path!r} leaves the bundle")
 

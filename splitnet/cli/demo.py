@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -209,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
     bundle, state = _trained_bundle(args, checkpoint)
     out = Path(args.out)
     results = out / "results"
+    # every demo streams its frames anew: the daemon would resume a finished run in
+    # the same folder and send nothing
+    shutil.rmtree(results, ignore_errors=True)
     summary, compute_s, frames_run = asyncio.run(_run(bundle, args, results, DEMO_SEED))
     _report(summary, compute_s, frames_run)
     scores = _score(results, out, args.frames, tuple(state["input_shape"][1:]), args.overlays)

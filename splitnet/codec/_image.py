@@ -121,12 +121,25 @@ class ImageCodec:
             a = a[:, :, 0]
         return encode_image(np.ascontiguousarray(a), self.name, self.quality)
 
-    def decode(self, payload: bytes, *, max_elements: int | None = None) -> list[np.ndarray]:
+    def decode(
+        self,
+        payload: bytes,
+        *,
+        max_elements: int | None = None,
+        shapes: Sequence[Sequence[int]] | None = None,
+    ) -> list[np.ndarray]:
         """The image file -> ``[1 x H x W x 3 uint8]``.
+
+        Args:
+            payload: the file.
+            max_elements: the most samples it may hold.
+            shapes: the bundle's frame shape (``[(1, H, W, C)]``), checked from the
+                header: another size is refused before decompressing.
 
         Raises:
             CodecError: not a file of this codec's format, more samples than
-                ``max_elements`` (checked from the header, before decompressing),
+                ``max_elements`` or another size than ``shapes`` (checked from the
+                header, before decompressing),
                 a mode other than grayscale or RGB, or a truncated/corrupted file.
         """
         Image = _pil()
@@ -142,6 +155,9 @@ class ImageCodec:
                 w, h = im.size
                 if im.mode not in ("L", "RGB"):
                     raise CodecError(f"{self.name} image of mode {im.mode}; frames are L or RGB")
+                if shapes is not None and (len(shapes) != 1 or tuple(shapes[0])[1:3] != (h, w)):
+                    want = "x".join(map(str, tuple(shapes[0])[1:3])) if shapes else "nothing"
+                    raise CodecError(f"{self.name} image of {h}x{w}; the bundle takes {want}")
                 if w * h * 3 > limit:
                     raise CodecError(
                         f"{self.name} image of {w}x{h} exceeds the limit of {limit} samples"

@@ -122,6 +122,7 @@ class LocalDaemon(DeviceDaemon):
         if self.out:
             self.out.mkdir(parents=True, exist_ok=True)
         self.summary = Summary(model=self.manifest.name)
+        self.spool = None  # nothing is sent: nothing to keep for a resend
         self._pending: dict[int, object] = {}
         self._latencies: list[float] = []
         self._head_s: list[float] = []
