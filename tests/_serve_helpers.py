@@ -49,6 +49,23 @@ def run_with_server(repository, models, body, **config):
     return asyncio.run(main())
 
 
+async def run_script(script: str, *args: str, timeout: float = 120) -> tuple[int, str]:
+    """``python -c script args...`` in its own process (the stock tritonclient registers
+    protobuf files of the names ours use): its exit code and output."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode, out.decode()
+
+
 def rpc_status(coro_factory):
     """An async function that awaits ``coro_factory()`` and returns the gRPC status code."""
 

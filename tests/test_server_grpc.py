@@ -10,7 +10,15 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from _serve_helpers import RESNET, UNET, make_payload, rpc_status, run_with_server, server_config
+from _serve_helpers import (
+    RESNET,
+    UNET,
+    make_payload,
+    rpc_status,
+    run_script,
+    run_with_server,
+    server_config,
+)
 
 from splitnet import codec
 from splitnet.server import InferenceServer
@@ -57,7 +65,6 @@ print("tritonclient ok")
 
 def test_tritonclient_health_metadata_and_infer(repository, models, tmp_path):
     import importlib.util
-    import sys
 
     if importlib.util.find_spec("tritonclient") is None:
         pytest.skip("tritonclient is not installed")
@@ -65,20 +72,8 @@ def test_tritonclient_health_metadata_and_infer(repository, models, tmp_path):
     (tmp_path / "resnet.bin").write_bytes(make_payload(models, RESNET))
 
     async def body(server, port):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            TRITON_CLIENT,
-            str(port),
-            UNET,
-            RESNET,
-            str(tmp_path / "unet.bin"),
-            str(tmp_path / "resnet.bin"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 120)
-        return proc.returncode, out.decode()
+        files = (str(tmp_path / "unet.bin"), str(tmp_path / "resnet.bin"))
+        return await run_script(TRITON_CLIENT, str(port), UNET, RESNET, *files, timeout=120)
 
     code, out = run_with_server(repository, models, body)
     assert code == 0 and "tritonclient ok" in out, out

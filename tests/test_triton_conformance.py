@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import shutil
-import sys
 
 import grpc
 import pytest
-from _serve_helpers import RESNET, UNET, make_payload, run_with_server
+from _serve_helpers import RESNET, UNET, make_payload, run_script, run_with_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
@@ -125,20 +124,8 @@ def test_tritonclient_config_statistics_repository(versioned, models, tmp_path):
     served = {UNET: unet}
 
     async def body(server, port):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            TRITON_CLIENT,
-            str(port),
-            UNET,
-            RESNET,
-            str(tmp_path / "unet.bin"),
-            str(tmp_path / "resnet.bin"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 300)
-        return proc.returncode, out.decode()
+        files = (str(tmp_path / "unet.bin"), str(tmp_path / "resnet.bin"))
+        return await run_script(TRITON_CLIENT, str(port), UNET, RESNET, *files, timeout=300)
 
     code, out = run_with_server(versioned, served, body)
     assert code == 0 and "tritonclient ok" in out, out
