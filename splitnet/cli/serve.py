@@ -1,4 +1,5 @@
-"""``splitnet serve --repository DIR``: the KServe v2 gRPC server that runs the tails."""
+"""``splitnet serve --repository DIR``: the KServe v2 server (gRPC, and REST with
+``--http-port``) that runs the tails."""
 
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--metrics-port", type=int, default=8002, help="Prometheus port; -1 turns metrics off"
     )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="also serve KServe v2 REST/HTTP on this port (Triton's is 8000; default: off)",
+    )
     p.add_argument("--token-file", help="require 'authorization: Bearer <token in this file>'")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
@@ -60,6 +67,8 @@ def config_from_args(args: argparse.Namespace):
     _args.require(args, "repository")
     if args.max_batch < 1:
         raise ConfigError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if args.http_port is not None and not 0 <= args.http_port <= 65535:
+        raise ConfigError(f"--http-port must be a port number (0-65535), got {args.http_port}")
     if args.max_delay_ms < 0:
         raise ConfigError(f"--max-delay-ms must be >= 0, got {args.max_delay_ms}")
     if args.max_inflight_bytes is not None and args.max_inflight_bytes < 1:
@@ -73,6 +82,7 @@ def config_from_args(args: argparse.Namespace):
         max_batch=args.max_batch,
         max_delay_ms=args.max_delay_ms,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        http_port=args.http_port,
         token_file=args.token_file,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
@@ -89,6 +99,7 @@ async def _serve(config) -> None:
     await server.start()
     print(
         f"serving {', '.join(server.models)} on {config.host}:{server.port} ({server.device})"
+        + (f", REST on :{server.http_port}" if server.http_port else "")
         + (f", metrics on :{server.metrics_port}" if server.metrics_port else ""),
         flush=True,
     )

@@ -28,6 +28,7 @@ from splitnet.server._repository import FrameInput, TailModel
 from splitnet.wire import (
     PAYLOAD_INPUT,
     get_parameter,
+    serialize_bytes,
     set_parameter,
     to_datatype,
 )
@@ -35,7 +36,11 @@ from splitnet.wire import (
     inference_pb2 as pb,
 )
 
-__all__ = ["InferError", "InferenceCore"]
+__all__ = ["CLASSIFICATION", "InferError", "InferenceCore", "with_request_id"]
+
+# Triton's classification extension: an output asked for with this parameter (N)
+# comes back as the top N classes, BYTES "score:index[:label]"
+CLASSIFICATION = "classification"
 
 
 class InferError(Exception):
@@ -45,6 +50,12 @@ class InferError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def with_request_id(message: str, request_id: str) -> str:
+    """An error message that names the request it answers, for clients that show only the
+    message (tritonclient's stream callback, its HTTP and unary gRPC exceptions)."""
+    return f"{message} (request id {request_id!r})" if request_id else message
 
 
 class _ResponseCache:
@@ -141,11 +152,18 @@ class InferenceCore:
         if batcher is not None:
             await batcher.stop()
 
-    def model(self, name: str) -> TailModel:
+    def model(self, name: str, version: str = "") -> TailModel:
+        """The served model ``name``; ``version`` ``""`` is the one served, another
+        one NOT_FOUND (a repository serves the latest version of each model)."""
         model = self.models.get(name)
         if model is None:
             known = ", ".join(sorted(self.models)) or "none"
             raise InferError(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}; served: {known}")
+        if version not in ("", model.version):
+            raise InferError(
+                grpc.StatusCode.NOT_FOUND,
+                f"model {name!r} has no version {version!r}; served: {model.version}",
+            )
         return model
 
     def cost(self, request: pb.ModelInferRequest) -> int:
@@ -199,13 +217,13 @@ class InferenceCore:
     async def _infer(self, request: pb.ModelInferRequest, caller: str) -> pb.ModelInferResponse:
         model_name = request.model_name
         try:
-            model = self.model(model_name)
+            model = self.model(model_name, request.model_version)
             # every check, the payload's decoding included, comes before the cache: a
             # request that is not a valid frame gets no answer, cached or not
             prepared = await self._prepare(model, request)
             key = None
             if prepared.frame_key is not None:
-                key = (model_name, caller, *prepared.frame_key, prepared.digest)
+                key = (model_name, caller, *prepared.frame_key, prepared.digest, prepared.asked)
                 cached = self._cache.get(key)
                 if cached is not None:
                     self._count(model_name, "duplicate")
@@ -257,10 +275,11 @@ class InferenceCore:
                 f"model {model.name} has no output {sorted(unknown)[0]!r}; outputs: {', '.join(sorted(valid))}",
             )
         top_k = get_parameter(request.parameters, "top_k", 5)
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        if not _positive_int(top_k):
             raise InferError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"top_k must be a positive integer, got {top_k!r}"
             )
+        classification = _classification(model, request)
         frame_key = _frame_key(request)
         payload = _payload(request)
         if self.metrics is not None:
@@ -273,14 +292,17 @@ class InferenceCore:
             )
         except (codec.CodecError, SplitnetError, ValueError) as e:
             raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-        return _Prepared(tensors, wanted, top_k, frame_key, digest)
+        return _Prepared(tensors, wanted, top_k, classification, frame_key, digest)
 
     async def _run(
         self, model: TailModel, request: pb.ModelInferRequest, prepared: _Prepared
     ) -> pb.ModelInferResponse:
         wanted = prepared.wanted
+        top_k = prepared.top_k
         frame = FrameInput(
-            prepared.tensors, probabilities="probabilities" in wanted, top_k=prepared.top_k
+            prepared.tensors,
+            probabilities="probabilities" in wanted,
+            top_k=max(top_k, *prepared.classification.values(), 0),
         )
         result, stats = await self._batchers[model.name].submit(frame)
         if self.metrics is not None:
@@ -302,6 +324,15 @@ class InferenceCore:
         for name, array in result.items():
             if wanted and name not in wanted:  # asked-for outputs only
                 continue
+            count = prepared.classification.get(name)
+            if count is not None:
+                labels = model.manifest.output.class_names
+                items = _classes(array[:count], result["classes"][:count], labels)
+                response.outputs.add(name=name, datatype="BYTES", shape=[len(items)])
+                response.raw_output_contents.append(serialize_bytes(items))
+                continue
+            if model.task != "segmentation":
+                array = array[:top_k]  # a class_count asked for more than top_k
             array = np.ascontiguousarray(array)
             response.outputs.add(
                 name=name, datatype=to_datatype(array.dtype), shape=list(array.shape)
@@ -349,8 +380,54 @@ class _Prepared:
     tensors: list[np.ndarray]
     wanted: set[str]
     top_k: int
+    classification: dict[str, int]  # output name -> class count
     frame_key: tuple[str, int] | None
     digest: bytes
+
+    @property
+    def asked(self) -> tuple:
+        """What shapes the answer besides the payload: a frame re-sent with other
+        outputs asked for is not answered from the cache."""
+        return self.top_k, tuple(sorted(self.wanted)), tuple(sorted(self.classification.items()))
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _classification(model: TailModel, request: pb.ModelInferRequest) -> dict[str, int]:
+    """The class count asked for per output (Triton's classification extension):
+    a classifier's ``probabilities`` only, the scores it is about."""
+    counts = {}
+    for out in request.outputs:
+        count = get_parameter(out.parameters, CLASSIFICATION)
+        if count is None:
+            continue
+        if not _positive_int(count):
+            raise InferError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"output {out.name!r}: class count must be a positive integer, got {count!r}",
+            )
+        if model.task == "segmentation" or out.name != "probabilities":
+            raise InferError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"output {out.name!r} of model {model.name} cannot be classified: a class "
+                "count applies to a classifier's 'probabilities'",
+            )
+        counts[out.name] = count
+    return counts
+
+
+def _classes(scores: np.ndarray, indices: np.ndarray, labels: tuple[str, ...]) -> list[bytes]:
+    """Triton's classification strings: ``"score:index"``, ``":label"`` when the bundle
+    names its classes."""
+    out = []
+    for score, index in zip(scores.tolist(), indices.tolist(), strict=True):
+        text = f"{score:f}:{index}"
+        if 0 <= index < len(labels):
+            text += f":{labels[index]}"
+        out.append(text.encode())
+    return out
 
 
 def _frame_key(request: pb.ModelInferRequest) -> tuple[str, int] | None:

@@ -1,4 +1,5 @@
-"""Putting the server together: gRPC (aio), health, reflection, metrics, auth, TLS."""
+"""Putting the server together: gRPC (aio), REST (uvicorn, in the same loop), health,
+reflection, metrics, auth, TLS."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from splitnet._errors import ConfigError
 from splitnet.server._auth import TokenAuthInterceptor
 from splitnet.server._core import InferenceCore
 from splitnet.server._health import HealthServicer
+from splitnet.server._http import HttpServer, create_app
 from splitnet.server._metrics import Metrics, serve_metrics
 from splitnet.server._model_repository import ModelRepository
 from splitnet.server._reflection import enable_reflection
 from splitnet.server._repository import TailModel, load_repository
+from splitnet.server._service import InferenceService
 from splitnet.server._servicer import InferenceServicer
 from splitnet.wire import inference_pb2 as pb
 from splitnet.wire import inference_pb2_grpc as pb_grpc
@@ -41,6 +44,8 @@ class ServerConfig:
         precision: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast for the tails.
         max_batch, max_delay_ms: dynamic batching.
         metrics_port: Prometheus HTTP port (``None``: no metrics endpoint; 0: any free port).
+        http_port: the KServe v2 REST port (``None``: no REST endpoint; 0: any free
+            port, see ``InferenceServer.http_port``); the same token and TLS as gRPC.
         token_file: require ``authorization: Bearer <token>``.
         tls_cert, tls_key, tls_ca: TLS; with ``tls_ca`` clients must present a certificate.
         max_message_mb: the largest response message, and a cap on the largest
@@ -61,6 +66,7 @@ class ServerConfig:
     max_batch: int = 8
     max_delay_ms: float = 5.0
     metrics_port: int | None = 8002
+    http_port: int | None = None
     token_file: str | Path | None = None
     tls_cert: str | Path | None = None
     tls_key: str | Path | None = None
@@ -107,15 +113,23 @@ class InferenceServer:
             max_inflight_bytes=config.max_inflight_bytes,
         )
         self.metrics.requests.known = lambda: self.core.models
-        self.servicer = InferenceServicer(self.core, max_stream_inflight=config.max_stream_inflight)
-        self.servicer.statistics = self.metrics.statistics
-        self.servicer.repository = ModelRepository(
-            config.repository, self.core, device=self.device, precision=config.precision
+        # the protocol without a transport: the gRPC servicer and the REST app share it
+        self.service = InferenceService(
+            self.core,
+            repository=ModelRepository(
+                config.repository, self.core, device=self.device, precision=config.precision
+            ),
+            statistics=self.metrics.statistics,
+        )
+        self.servicer = InferenceServicer(
+            self.core, service=self.service, max_stream_inflight=config.max_stream_inflight
         )
         self.health = HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._http: HttpServer | None = None
         self._metrics_server = None
 
     async def start(self) -> None:
@@ -151,22 +165,49 @@ class InferenceServer:
         if not self.port:
             raise OSError(f"cannot listen on {address}")
         await self._server.start()
+        if cfg.http_port is not None:
+            app = create_app(
+                self.service,
+                token=read_token(cfg.token_file) if cfg.token_file else None,
+                # a payload's JSON data takes up to 4 characters per byte
+                max_body_bytes=min(limit, 4 * receive + (1 << 20)),
+            )
+            self._http = HttpServer(
+                app,
+                cfg.host,
+                cfg.http_port,
+                tls_cert=cfg.tls_cert,
+                tls_key=cfg.tls_key,
+                tls_ca=cfg.tls_ca,
+            )
+            await self._http.start()
+            self.http_port = self._http.port
         for service in ("", SERVICE_NAME):
             await _maybe_await(self.health.set(service, health_pb2.HealthCheckResponse.SERVING))
         if cfg.metrics_port is not None:
             self._metrics_server = serve_metrics(self.metrics.registry, cfg.host, cfg.metrics_port)
             self.metrics_port = self._metrics_server.server_port
         log.info(
-            "serving %s on %s:%s (%s)", ", ".join(self.models), cfg.host, self.port, self.device
+            "serving %s on %s:%s (%s)%s",
+            ", ".join(self.models),
+            cfg.host,
+            self.port,
+            self.device,
+            f", REST on :{self.http_port}" if self.http_port else "",
         )
 
     async def stop(self, grace: float | None = None) -> None:
         """Stops taking calls, lets those in flight finish (``grace`` seconds), shuts down."""
         if self._server is None:
             return
-        self.servicer.ready = False
+        grace = self.config.grace_s if grace is None else grace
+        self.service.ready = False
         await self.health.close()  # NOT_SERVING, and open Watch calls end
-        await self._server.stop(self.config.grace_s if grace is None else grace)
+        stops = [self._server.stop(grace)]
+        if self._http is not None:
+            stops.append(self._http.stop(grace))
+        await asyncio.gather(*stops)
+        self._http = None
         await self.core.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

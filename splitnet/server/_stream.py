@@ -26,7 +26,7 @@ import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 
 from splitnet.server._admission import Ticket
-from splitnet.server._core import InferenceCore, InferError
+from splitnet.server._core import InferenceCore, InferError, with_request_id
 from splitnet.wire import inference_pb2 as pb
 
 __all__ = ["answer_stream", "error_answer"]
@@ -40,9 +40,7 @@ def error_answer(request: pb.ModelInferRequest, error: InferError) -> pb.ModelSt
     The request id is in ``infer_response.id`` and, for clients that only show
     ``error_message`` (tritonclient's stream callback does), at its end.
     """
-    message = f"{error.code.name}: {error.message}"
-    if request.id:
-        message += f" (request id {request.id!r})"
+    message = with_request_id(f"{error.code.name}: {error.message}", request.id)
     out = pb.ModelStreamInferResponse(error_message=message)
     out.infer_response.model_name = request.model_name
     out.infer_response.id = request.id

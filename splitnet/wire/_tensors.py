@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import struct
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -166,13 +167,44 @@ def stream_infer_method(channel):
     )
 
 
+def serialize_bytes(items: Iterable[bytes]) -> bytes:
+    """A BYTES tensor's raw contents: each element as a 4-byte little-endian length and
+    its bytes (the KServe v2 and Triton layout)."""
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+def deserialize_bytes(raw: bytes) -> list[bytes]:
+    """The elements of a BYTES tensor's raw contents (:func:`serialize_bytes`)."""
+    items, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise WireError(f"BYTES contents end inside an element's length at byte {offset}")
+        (size,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + size > len(raw):
+            raise WireError(
+                f"BYTES element of {size} bytes at byte {offset} runs past the contents' {len(raw)}"
+            )
+        items.append(bytes(raw[offset : offset + size]))
+        offset += size
+    return items
+
+
 def output_arrays(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
     """The response's outputs as numpy arrays, by name (raw or typed contents)."""
     arrays = {}
     raw = list(response.raw_output_contents)
     for i, out in enumerate(response.outputs):
-        dtype = to_numpy_dtype(out.datatype)
         shape = tuple(int(d) for d in out.shape)
+        if out.datatype == "BYTES":  # classification results: an object array of bytes
+            items = deserialize_bytes(raw[i]) if raw else list(out.contents.bytes_contents)
+            arr = np.empty(len(items), dtype=object)
+            arr[:] = items
+            if arr.size != (int(np.prod(shape, dtype=np.int64)) if shape else 1):
+                raise WireError(f"output {out.name!r}: {arr.size} elements for shape {list(shape)}")
+            arrays[out.name] = arr.reshape(shape)
+            continue
+        dtype = to_numpy_dtype(out.datatype)
         if raw:
             if i >= len(raw):
                 raise WireError(
