@@ -92,3 +92,19 @@ def models(repository):
     from splitnet.server import load_repository
 
     return load_repository(repository, device="cpu")
+
+
+@pytest.fixture
+def versioned(repository, tmp_path):
+    """REPO/UNET/3/ (Triton's layout), REPO/resnet/ (a flat bundle: version 1) and a
+    broken bundle REPO/broken/1/."""
+    import shutil
+
+    from _serve_helpers import UNET
+
+    root = tmp_path / "repo"
+    shutil.copytree(repository / "unet", root / UNET / "3")
+    shutil.copytree(repository / "resnet", root / "resnet")
+    (root / "broken" / "1").mkdir(parents=True)
+    (root / "broken" / "1" / "manifest.json").write_text("{not json")
+    return root

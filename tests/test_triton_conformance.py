@@ -1,6 +1,6 @@
 """Triton's gRPC extensions driven by the stock tritonclient: model config, statistics, the
 model repository (index, load, unload, versions); reflection v1, health Watch at shutdown,
-metric labels. (The KServe v2 REST protocol is not served yet: no tritonclient.http here.)"""
+metric labels. (The REST protocol: test_triton_http.py.)"""
 
 from __future__ import annotations
 
@@ -21,18 +21,6 @@ from splitnet.wire import inference_pb2_grpc as pb_grpc
 from splitnet.wire import make_infer_request
 
 pytestmark = pytest.mark.grpc
-
-
-@pytest.fixture
-def versioned(repository, tmp_path):
-    """REPO/UNET/3/ (Triton's layout), REPO/resnet/ (a flat bundle: version 1) and a
-    broken bundle REPO/broken/1/."""
-    root = tmp_path / "repo"
-    shutil.copytree(repository / "unet", root / UNET / "3")
-    shutil.copytree(repository / "resnet", root / "resnet")
-    (root / "broken" / "1").mkdir(parents=True)
-    (root / "broken" / "1" / "manifest.json").write_text("{not json")
-    return root
 
 
 def test_scan_reads_both_layouts(versioned):
@@ -83,6 +71,14 @@ assert "StatusCode.NOT_FOUND" in status(lambda: c.get_model_config(unet, model_v
 for _ in range(3):
     r = infer(unet, unet_payload)
 assert r.get_response().model_version == "3"
+# the version on an infer request: the served one answers, another is NOT_FOUND
+assert "StatusCode.NOT_FOUND" in status(lambda: infer(unet, unet_payload, model_version="2"))
+# an error names its request
+try:
+    infer(unet, b"not a payload", request_id="req-7")
+    raise AssertionError("a bad payload was answered")
+except tc.InferenceServerException as e:
+    assert "StatusCode.INVALID_ARGUMENT" in str(e.status()) and "req-7" in e.message(), e
 stats = c.get_inference_statistics(unet, as_json=True)["model_stats"]
 assert len(stats) == 1 and stats[0]["name"] == unet and stats[0]["version"] == "3", stats
 s = stats[0]
@@ -104,6 +100,14 @@ c.load_model(resnet)
 assert c.is_model_ready(resnet)
 result = infer(resnet, resnet_payload, parameters={"top_k": 2})
 assert result.as_numpy("classes").shape == (2,)
+# class_count: Triton's classification extension, "score:index[:label]" as BYTES
+r = infer(resnet, resnet_payload, outputs=[tc.InferRequestedOutput("probabilities", class_count=3)])
+top = r.as_numpy("probabilities")
+assert top.shape == (3,) and r.as_numpy("classes") is None, top
+scores = [float(t.decode().split(":")[0]) for t in top]
+assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1, top
+assert [int(t.decode().split(":")[1]) for t in top] == list(infer(resnet, resnet_payload).as_numpy("classes")[:3])
+assert "StatusCode.INVALID_ARGUMENT" in status(lambda: infer(unet, unet_payload, outputs=[tc.InferRequestedOutput("mask", class_count=2)]))
 ready = [m["name"] for m in c.get_model_repository_index(as_json=True)["models"] if m.get("state") == "READY"]
 assert sorted(ready) == sorted([unet, resnet]), ready
 c.unload_model(resnet)

@@ -118,11 +118,17 @@ def _numbers(doc: dict, descriptor) -> dict:
         if f.message_type is not None and f.message_type.GetOptions().map_entry:
             inner = f.message_type.fields_by_name["value"]
             doc[f.name] = {k: _convert(inner, v) for k, v in value.items()}
-        elif f.label == FieldDescriptor.LABEL_REPEATED:
+        elif _repeated(f):
             doc[f.name] = [_convert(f, v) for v in value]
         else:
             doc[f.name] = _convert(f, value)
     return doc
+
+
+def _repeated(f) -> bool:
+    if hasattr(f, "is_repeated"):  # newer protobuf, where ``label`` is deprecated
+        return f.is_repeated
+    return f.label == FieldDescriptor.LABEL_REPEATED
 
 
 def _convert(f, value):
