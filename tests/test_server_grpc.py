@@ -329,11 +329,25 @@ def test_tls_and_client_certificates(repository, models, tmp_path):
                 )
             )()
             assert code == grpc.StatusCode.UNAVAILABLE
+        # REST: the same certificates
+        import ssl
+
+        import httpx
+
+        url = f"https://127.0.0.1:{server.http_port}/v2/health/ready"
+        context = ssl.create_default_context(cadata=ca.decode())
+        context.load_cert_chain(certs["client_pem"], certs["client_key"])
+        async with httpx.AsyncClient(verify=context) as c:
+            assert (await c.get(url)).status_code == 200
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cadata=ca.decode())) as c:
+            with pytest.raises(httpx.HTTPError):  # no client certificate
+                await c.get(url)
 
     run_with_server(
         repository,
         models,
         body,
+        http_port=0,
         tls_cert=certs["server_pem"],
         tls_key=certs["server_key"],
         tls_ca=certs["ca_pem"],

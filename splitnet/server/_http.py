@@ -607,11 +607,10 @@ class HttpServer:
 
     async def stop(self, grace: float) -> None:
         """Stops taking connections; requests in flight get ``grace`` seconds to finish."""
-        if self._task is None:
-            return
-        self._server.config.timeout_graceful_shutdown = max(grace, 0.001)
-        self._server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        if self._task is not None:
+            self._server.config.timeout_graceful_shutdown = max(grace, 0.001)
+            self._server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         self._socket.close()
-        self._task = None

@@ -164,8 +164,8 @@ class InferenceServer:
             self.port = self._server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"cannot listen on {address}")
-        await self._server.start()
         if cfg.http_port is not None:
+            # bound before gRPC starts: a taken port leaves nothing running
             app = create_app(
                 self.service,
                 token=read_token(cfg.token_file) if cfg.token_file else None,
@@ -180,8 +180,10 @@ class InferenceServer:
                 tls_key=cfg.tls_key,
                 tls_ca=cfg.tls_ca,
             )
-            await self._http.start()
             self.http_port = self._http.port
+        await self._server.start()
+        if self._http is not None:
+            await self._http.start()
         for service in ("", SERVICE_NAME):
             await _maybe_await(self.health.set(service, health_pb2.HealthCheckResponse.SERVING))
         if cfg.metrics_port is not None:
