@@ -278,3 +278,40 @@ def test_timings_are_parameters_every_v2_client_reads(repository, models):
         param = response.parameters[key]
         assert param.WhichOneof("parameter_choice") == "string_param", param
         assert float(param.string_param) >= 0
+
+
+def test_class_count_version_and_the_answer_cache(models):
+    """Without sockets: ``class_count`` answers "score:index:label" strings that agree
+    with ``classes``; a frame re-sent asking for other outputs is run again, not answered
+    from the cache; a version other than the served one is NOT_FOUND."""
+    from splitnet.server import InferenceCore, InferError
+    from splitnet.wire import output_arrays, set_parameter
+
+    payload = make_payload(models, RESNET)
+    frame = {"device_id": "cam", "frame_id": 1}
+
+    def request(**kw):
+        return make_infer_request(RESNET, payload, parameters=frame, **kw)
+
+    async def main():
+        core = InferenceCore({RESNET: models[RESNET]}, max_delay_ms=0)
+        try:
+            plain = output_arrays(await core.infer(request(outputs=["classes"])))
+            asked = request(outputs=["probabilities"])
+            set_parameter(asked.outputs[0].parameters, "classification", 3)
+            top = output_arrays(await core.infer(asked))
+            wrong = request()
+            wrong.model_version = "2"
+            with pytest.raises(InferError) as e:
+                await core.infer(wrong)
+            return plain, top, e.value.code
+        finally:
+            await core.close()
+
+    plain, top, code = asyncio.run(main())
+    assert set(plain) == {"classes"} and set(top) == {"probabilities"}
+    labels = models[RESNET].manifest.output.class_names
+    fields = [t.decode().split(":") for t in top["probabilities"]]
+    assert [int(f[1]) for f in fields] == list(plain["classes"][:3])
+    assert [f[2] for f in fields] == [labels[int(f[1])] for f in fields]
+    assert code == grpc.StatusCode.NOT_FOUND

@@ -45,7 +45,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from splitnet.server._core import InferError, with_request_id
+from splitnet.server._core import CLASSIFICATION, InferError, with_request_id
 from splitnet.server._service import InferenceService
 from splitnet.wire import (
     DATATYPES,
@@ -316,8 +316,8 @@ def parse_infer_request(
             if not isinstance(oparams["binary_data"], bool):
                 raise _bad(f"output {name!r}: binary_data must be a boolean")
             plan.binary[name] = oparams["binary_data"]
-        if "classification" in oparams:
-            _set(out.parameters, "classification", oparams["classification"], f"output {name!r}")
+        if CLASSIFICATION in oparams:
+            _set(out.parameters, CLASSIFICATION, oparams[CLASSIFICATION], f"output {name!r}")
     return request, plan
 
 
