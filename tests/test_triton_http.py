@@ -546,3 +546,15 @@ def test_stop_lets_rest_requests_in_flight_finish(repository, models):
     codes = asyncio.run(main())
     # those taken are answered; one not yet connected when the socket closed may be refused
     assert 200 in codes and all(c == 200 or isinstance(c, httpx.HTTPError) for c in codes), codes
+
+
+def test_rest_connections_turn_nagle_off(repository, models):
+    """The listening socket is made with IPPROTO_TCP, so that asyncio sets TCP_NODELAY on
+    its connections (with Nagle on, an answer on a kept-alive connection waited for the
+    client's delayed ACK, ~40 ms; benchmarks/bench_rest.py measures it)."""
+    import socket
+
+    async def body(server, port):
+        return server._http._socket.proto
+
+    assert run_with_server(repository, models, body, http_port=0) == socket.IPPROTO_TCP
