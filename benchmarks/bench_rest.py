@@ -1,7 +1,8 @@
 """The REST endpoint against gRPC: one request at a time, the same server, the same frame.
 
 Latency of unary inference (loopback, this machine) by gRPC ``ModelInfer``, by REST
-with the binary tensor extension, and by REST with the payload as JSON numbers, on a
+with the binary tensor extension (the mask answered as JSON numbers, or as bytes too),
+and by REST with the payload as JSON numbers, on a
 unet-vgg16 tail split at encoder.block3.pool (width 0.25, q4 codec). The client runs
 in the server's process and loop (it shares the CPUs): the figures compare the
 protocols' overhead, not absolute latency.
@@ -50,6 +51,13 @@ async def measure(repository: Path, requests: int) -> dict[str, tuple[float, flo
     spec = {"name": "payload", "datatype": "UINT8", "shape": [len(payload)]}
     header = json.dumps({"inputs": [spec | {"parameters": {"binary_data_size": len(payload)}}]})
     binary = header.encode() + payload
+    header_out = json.dumps(
+        {
+            "inputs": [spec | {"parameters": {"binary_data_size": len(payload)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    binary_out = header_out.encode() + payload
     as_json = json.dumps({"inputs": [spec | {"data": list(payload)}]}).encode()
     url = f"http://127.0.0.1:{server.http_port}/v2/models/{name}/infer"
     results = {}
@@ -70,24 +78,34 @@ async def measure(repository: Path, requests: int) -> dict[str, tuple[float, flo
                 )
                 r.raise_for_status()
 
+            async def rest_binary_out():
+                r = await client.post(
+                    url, content=binary_out, headers={HEADER_LENGTH: str(len(header_out))}
+                )
+                r.raise_for_status()
+
             async def rest_json():
                 r = await client.post(url, content=as_json)
                 r.raise_for_status()
 
             cases = [
                 ("gRPC ModelInfer", grpc_call, request.ByteSize()),
-                ("REST, binary tensor extension", rest_binary, len(binary)),
+                ("REST, binary input, JSON output", rest_binary, len(binary)),
+                ("REST, binary input and output", rest_binary_out, len(binary_out)),
                 ("REST, JSON data", rest_json, len(as_json)),
             ]
-            for label, call, size in cases:
+            for _, call, _ in cases:
                 for _ in range(3):  # warm-up: connections, the tail's first runs
                     await call()
-                times = []
-                for _ in tqdm(range(requests), desc=label, leave=False):
+            # interleaved, so that the machine's drifting load falls on every case alike
+            times = {label: [] for label, _, _ in cases}
+            for _ in tqdm(range(requests), desc="requests per case"):
+                for label, call, _ in cases:
                     start = time.perf_counter()
                     await call()
-                    times.append(time.perf_counter() - start)
-                results[label] = (*_percentiles(times), size)
+                    times[label].append(time.perf_counter() - start)
+            for label, _, size in cases:
+                results[label] = (*_percentiles(times[label]), size)
     finally:
         await server.stop(0)
     return results
