@@ -558,3 +558,17 @@ def test_rest_connections_turn_nagle_off(repository, models):
         return server._http._socket.proto
 
     assert run_with_server(repository, models, body, http_port=0) == socket.IPPROTO_TCP
+
+
+def test_rest_request_past_the_budget_is_429(repository, models):
+    """The budget of bytes in flight covers REST too: past it, 429 with the core's message."""
+    good, length = _binary_request(make_payload(models, UNET))
+
+    async def body(server, port):
+        url = f"http://127.0.0.1:{server.http_port}/v2/models/{UNET}/infer"
+        async with httpx.AsyncClient() as c:
+            r = await c.post(url, content=good, headers={HEADER_LENGTH: str(length)})
+            return r.status_code, r.json()["error"]
+
+    code, error = run_with_server(repository, models, body, http_port=0, max_inflight_bytes=1)
+    assert code == 429 and "server busy" in error, error
