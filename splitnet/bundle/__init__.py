@@ -33,6 +33,7 @@ from splitnet.bundle._manifest import (
     verify_files,
 )
 from splitnet.bundle._tail import load_tail
+from splitnet.bundle._versions import complete_versions, publish_version, version_dirs
 
 __all__ = [
     "FORMAT_VERSION",
@@ -45,8 +46,11 @@ __all__ = [
     "Manifest",
     "OutputSpec",
     "TensorSpec",
+    "complete_versions",
     "file_sha256",
     "load_tail",
+    "publish_version",
     "read_manifest",
     "verify_files",
+    "version_dirs",
 ]

@@ -19,7 +19,11 @@ def add_parser(sub) -> None:
         description=__doc__,
     )
     p.add_argument("--config", help="YAML file of these options (the command line wins)")
-    p.add_argument("--bundle", help="the split bundle folder; required unless --plan")
+    p.add_argument(
+        "--bundle",
+        help="the split bundle folder, or a folder of its versions (MODEL/1/, MODEL/2/: the "
+        "highest complete one runs; SIGHUP moves to a newer one); required unless --plan",
+    )
     p.add_argument(
         "--plan",
         metavar="PLAN.json",
@@ -138,5 +142,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _device_only(bundle: str) -> bool:
     from splitnet.bundle import read_manifest
+    from splitnet.device._daemon import current_bundle
 
-    return read_manifest(bundle, verify=False).mode == "device-only"
+    return read_manifest(current_bundle(bundle)[0], verify=False).mode == "device-only"

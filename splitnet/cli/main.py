@@ -26,6 +26,7 @@ COMMANDS = (
     "bench-head",
     "serve",
     "device",
+    "publish",
     "demo",
     "train",
     "train-bottleneck",

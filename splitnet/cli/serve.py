@@ -56,11 +56,26 @@ def add_parser(sub) -> None:
         help="budget of bytes held by requests in flight; past it: RESOURCE_EXHAUSTED "
         "(default: 16 of the costliest requests the bundles allow, at least 64 MiB)",
     )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        metavar="S",
+        help="poll the repository every S seconds: new versions are loaded, old ones "
+        "unloaded once their requests are answered (Triton's --model-control-mode=poll)",
+    )
+    p.add_argument(
+        "--version-policy",
+        default="latest:1",
+        metavar="POLICY",
+        help="versions loaded per model: latest:N, all or specific:V,V (default latest:1; "
+        "latest:2 keeps the previous tail for devices still on the previous head)",
+    )
     p.set_defaults(func=run, parser=p)
 
 
 def config_from_args(args: argparse.Namespace):
     from splitnet.server import ServerConfig
+    from splitnet.server._model_repository import parse_version_policy
 
     if args.config:
         _args.apply_config_file(args.parser, args, args.config)
@@ -73,6 +88,9 @@ def config_from_args(args: argparse.Namespace):
         raise ConfigError(f"--max-delay-ms must be >= 0, got {args.max_delay_ms}")
     if args.max_inflight_bytes is not None and args.max_inflight_bytes < 1:
         raise ConfigError(f"--max-inflight-bytes must be >= 1, got {args.max_inflight_bytes}")
+    if args.poll_interval is not None and args.poll_interval <= 0:
+        raise ConfigError(f"--poll-interval must be > 0 s, got {args.poll_interval}")
+    parse_version_policy(args.version_policy)
     return ServerConfig(
         repository=args.repository,
         host=args.host,
@@ -89,6 +107,8 @@ def config_from_args(args: argparse.Namespace):
         tls_ca=args.tls_ca,
         max_message_mb=args.max_message_mb,
         max_inflight_bytes=args.max_inflight_bytes,
+        poll_interval_s=args.poll_interval,
+        version_policy=args.version_policy,
     )
 
 

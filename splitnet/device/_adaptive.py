@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from splitnet._errors import ConfigError
 from splitnet.device._adapt import LinkEstimate, LinkEstimator, SwitchPolicy
-from splitnet.device._daemon import DaemonConfig, DeviceDaemon
+from splitnet.device._daemon import DaemonConfig, DeviceDaemon, Head
 from splitnet.wire import get_parameter
 
 __all__ = ["AdaptiveDaemon"]
@@ -72,7 +72,7 @@ class AdaptiveDaemon(DeviceDaemon):
         self.plan = plan
         self.summary.model = plan.model
         self._cands = {c.name: c for c in plan.runnable}
-        self._heads = {start.name: (self.runner, self.codec)}
+        self._heads = {start.name: replace(self.head, model_name=start.served_name)}
         for c in plan.runnable:
             if c.name not in self._heads:
                 runner = HeadRunner(c.bundle, device=config.device)
@@ -81,7 +81,9 @@ class AdaptiveDaemon(DeviceDaemon):
                         f"{c.bundle} takes frames of {runner.manifest.input.frame_shape}, "
                         f"{start.bundle} of {self.manifest.input.frame_shape}"
                     )
-                self._heads[c.name] = (runner, runner.manifest.make_codec())
+                self._heads[c.name] = Head(
+                    runner, runner.manifest.make_codec(), runner.manifest, c.served_name
+                )
         self.estimator = LinkEstimator()
         self.policy = SwitchPolicy(
             list(self._cands),
@@ -145,8 +147,7 @@ class AdaptiveDaemon(DeviceDaemon):
                 s["first_frame"], s["first_frame_clock"] = frame_id, now
                 s["first_frame_s"] = round(now - self._t0, 4)
         self._frame_candidate[frame_id] = name
-        runner, codec = self._heads[name]
-        return self._encode_with(frame, frame_id, runner, codec, self._cands[name].served_name)
+        return self._encode_with(frame, frame_id, self._heads[name])
 
     def _result_tags(self, frame_id: int) -> dict[str, str]:
         return {"candidate": self._frame_candidate.get(frame_id, "")}

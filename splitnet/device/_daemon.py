@@ -5,6 +5,17 @@ has sent until the server answers it; when a stream breaks (a server restart,
 a network cut) it reconnects with backoff and sends the unanswered frames
 again. The server answers a frame it has already run from its cache, and the
 daemon writes each frame's result once, so nothing is lost or doubled.
+
+``--bundle`` may be a model folder of versions (``MODEL/1/``, ``MODEL/2/``: the
+layout of the server's repository, see :mod:`splitnet.bundle._versions`): the
+daemon runs the highest complete version's head and names that version in every
+request, so only the matching tail answers. :meth:`DeviceDaemon.reload` (SIGHUP)
+reads the folder again and moves to its highest complete version between two
+frames: frames encoded before the move keep their request, and with it the
+version that answers them (the server keeps it loaded: ``--version-policy
+latest:2``); a spooled frame names its version too, so a resumed daemon sends it
+to the right tail. A version that is incomplete, broken or of another input is
+refused, logged and listed in ``summary.reloads``, and the daemon stays where it is.
 """
 
 from __future__ import annotations
@@ -25,7 +36,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from splitnet._errors import ConfigError
+from splitnet._errors import ConfigError, SplitnetError
+from splitnet.bundle import MANIFEST_FILE, BundleError, complete_versions, version_dirs
 from splitnet.device._link import LinkEmulator, parse_link
 from splitnet.device._runner import DeviceError
 from splitnet.device._sources import open_source
@@ -39,7 +51,7 @@ from splitnet.wire import (
 )
 from splitnet.wire import inference_pb2 as pb
 
-__all__ = ["DaemonConfig", "DeviceDaemon", "Summary", "run_daemon"]
+__all__ = ["DaemonConfig", "DeviceDaemon", "Summary", "current_bundle", "run_daemon"]
 
 log = logging.getLogger("splitnet.device")
 
@@ -59,7 +71,9 @@ class DaemonConfig:
     """What ``splitnet device`` takes.
 
     Attributes:
-        bundle: the split bundle folder (head IR, manifest, codec); or ``plan``.
+        bundle: the split bundle folder (head IR, manifest, codec), or a folder of its
+            versions (``MODEL/VERSION/``: the highest complete one runs, and
+            :meth:`DeviceDaemon.reload` moves to a newer one); or ``plan``.
         servers: ``host:port`` addresses; several are balanced with round_robin.
         source: ``synthetic``, an image folder, a video file or a camera index.
         fps: pace the source at this rate (``None``: as fast as the pipeline goes).
@@ -133,9 +147,12 @@ class Summary:
     fatal: str | None = None  # why the run stopped early (a refused stream, no server)
     candidates: dict[str, int] = field(default_factory=dict)  # a plan's: answers per candidate
     switches: list[dict] = field(default_factory=list)  # a plan's: when it moved, and why
+    version: str = ""  # a folder of versions: the head's version at the end
+    versions: dict[str, int] = field(default_factory=dict)  # answers per version
+    reloads: list[dict] = field(default_factory=list)  # moves to another version, and refusals
 
     def format(self) -> str:
-        return (
+        text = (
             f"{self.model}: {self.frames_sent} frames sent, {self.ok} ok, {self.failed} failed, "
             f"{self.dropped} dropped, {self.unacknowledged} unacknowledged ({self.resent} re-sent, "
             f"{self.reconnects} reconnects)\n"
@@ -148,6 +165,67 @@ class Summary:
             if self.candidates
             else ""
         )
+        if self.version:
+            moves = sum(1 for r in self.reloads if not r["error"])
+            text += (
+                f"\nversions: {', '.join(f'{k} {v}' for k, v in self.versions.items())} answered;"
+                f" now on {self.version} after {moves} moves"
+            )
+        return text
+
+
+@dataclass(frozen=True)
+class Head:
+    """What encodes a frame: the head, its codec and what the requests name.
+
+    Attributes:
+        runner: the head (a :class:`~splitnet.device.HeadRunner`, or an image
+            bundle's frame).
+        codec: the bundle's codec.
+        manifest: the bundle's manifest.
+        model_name: the served model the requests name.
+        version: the version they name (``""``: whichever the server serves).
+    """
+
+    runner: object
+    codec: object
+    manifest: object
+    model_name: str
+    version: str = ""
+
+
+def current_bundle(path: str | Path) -> tuple[Path, str]:
+    """The bundle folder the daemon runs for ``--bundle path``, and its version.
+
+    ``path`` itself when it is a bundle (version ``""``), else its highest complete
+    version folder (``MODEL/VERSION/``).
+
+    Raises:
+        BundleError: neither a bundle nor a folder with a complete version.
+    """
+    root = Path(path)
+    if (root / MANIFEST_FILE).is_file() or not root.is_dir():
+        return root, ""
+    complete = complete_versions(root)
+    if complete:
+        version, folder = complete[-1]
+        return folder, str(version)
+    present = version_dirs(root)
+    if present:
+        raise BundleError(
+            f"{root}: no complete version (a manifest and every checksum verifying) among "
+            f"{', '.join(str(v) for v, _ in present)}"
+        )
+    return root, ""  # let the bundle reader say what is wrong
+
+
+def _open_head(path: str | Path, *, device: str) -> Head:
+    from splitnet.device._modes import open_head
+
+    folder, version = current_bundle(path)
+    runner = open_head(folder, device=device)  # image bundles: no head
+    manifest = runner.manifest
+    return Head(runner, manifest.make_codec(), manifest, manifest.name, version)
 
 
 @dataclass
@@ -169,8 +247,6 @@ class DeviceDaemon:
     """
 
     def __init__(self, config: DaemonConfig) -> None:
-        from splitnet.device._modes import open_head
-
         if not config.servers:
             raise ConfigError("no server address given")
         if config.bundle is None:
@@ -182,15 +258,15 @@ class DeviceDaemon:
         self.config = config
         link = config.emulate_link
         self.link: LinkEmulator | None = parse_link(link) if isinstance(link, str) else link
-        self.runner = open_head(config.bundle, device=config.device)  # image bundles: no head
-        self.manifest = self.runner.manifest
-        self.codec = self.manifest.make_codec()
+        self._set_head(_open_head(config.bundle, device=config.device))
+        self._reload_lock = asyncio.Lock()
+        self._version_of: dict[int, str] = {}  # frame id -> the version its request names
         h, w = self.manifest.input.frame_shape[:2]
         self.source = open_source(
             config.source, height=h, width=w, frames=config.frames, fps=config.fps, seed=config.seed
         )
         self.out = Path(config.out) if config.out else None
-        self.summary = Summary(model=self.manifest.name)
+        self.summary = Summary(model=self.manifest.name, version=self.head.version)
         # the spool under --out: a run started again with the same --out resumes (_spool.py)
         self.spool: Spool | None = None
         self._first_frame = 0
@@ -219,6 +295,8 @@ class DeviceDaemon:
                 self.out / "summary.json", lambda f: f.write(json.dumps(doc, indent=2).encode())
             )
         self._pending: dict[int, _Pending] = {}
+        self._started: float | None = None
+        self._next_frame = self._first_frame
         self._latencies: list[float] = []
         self._head_s: list[float] = []
         self._payload_sizes: list[int] = []
@@ -226,6 +304,74 @@ class DeviceDaemon:
         self._queues: list[asyncio.Queue[_Pending]] = [asyncio.Queue() for _ in range(n_streams)]
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="device")
         self._fatal: BaseException | None = None
+
+    def _set_head(self, head: Head) -> None:
+        # one reference, read once per frame: a move happens between two frames
+        self.head = head
+        self.runner, self.codec, self.manifest = head.runner, head.codec, head.manifest
+
+    # -- versions -------------------------------------------------------------------------------
+
+    async def reload(self) -> dict | None:
+        """Reads the bundle folder again and moves to its highest complete version
+        (SIGHUP does this); frames already encoded keep theirs.
+
+        The new head is loaded (checksums verified, compiled) beside the running
+        one, so frames keep flowing meanwhile. Returns the record added to
+        ``summary.reloads`` (``error`` set when the version was refused), or
+        ``None`` when there is nothing to move to.
+        """
+        async with self._reload_lock:
+            old = self.head
+            loop = asyncio.get_running_loop()
+            record = {
+                "at_s": round(time.perf_counter() - self._started, 4) if self._started else 0.0,
+                "unix_time": round(time.time(), 3),  # to line up with the server's log
+                "from": old.version,
+                "to": None,
+                "after_frame": self._next_frame - 1,
+                "first_frame": None,
+                "error": None,
+            }
+            if not old.version:
+                log.warning(
+                    "%s is a bundle, not a folder of versions: nothing to reload",
+                    self.config.bundle,
+                )
+                return None
+            try:
+                folder, version = current_bundle(self.config.bundle)
+                record["to"] = version
+                if version == old.version:
+                    newest = version_dirs(self.config.bundle)
+                    if newest and str(newest[-1][0]) != version:
+                        log.warning(
+                            "version %s of %s is not complete yet: staying at %s",
+                            newest[-1][0],
+                            self.config.bundle,
+                            version,
+                        )
+                    return None
+                new = await loop.run_in_executor(
+                    None, lambda: _open_head(folder, device=self.config.device)
+                )
+                new = Head(new.runner, new.codec, new.manifest, new.model_name, version)
+                _check_compatible(old, new)
+            except (SplitnetError, OSError) as e:
+                record["error"] = str(e)
+                log.error(
+                    "cannot move to %s: %s; staying at version %s",
+                    self.config.bundle,
+                    e,
+                    old.version,
+                )
+                self.summary.reloads.append(record)
+                return record
+            self._set_head(new)
+            self.summary.version = version
+            log.info("head moved from version %s to %s", old.version, version)
+            self.summary.reloads.append(record)
+            return record
 
     # -- channel ------------------------------------------------------------------------------
 
@@ -268,7 +414,7 @@ class DeviceDaemon:
     # -- pipeline -----------------------------------------------------------------------------
 
     async def run(self) -> Summary:
-        start = time.perf_counter()
+        start = self._started = time.perf_counter()
         self._slots = asyncio.Semaphore(self.config.window)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -316,11 +462,15 @@ class DeviceDaemon:
                 task.cancel()
 
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig, handler, args in (
+            (signal.SIGTERM, stop, (signal.SIGTERM,)),
+            (signal.SIGINT, stop, (signal.SIGINT,)),
+            (signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()), ()),
+        ):
             try:
-                loop.add_signal_handler(sig, stop, sig)
+                loop.add_signal_handler(sig, handler, *args)
                 self._signals.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
+            except (NotImplementedError, RuntimeError, ValueError, AttributeError):
                 pass  # not the main thread (a test's loop): the caller handles signals
         return stopped
 
@@ -332,6 +482,9 @@ class DeviceDaemon:
     async def _requeue_spooled(self) -> None:
         """The frames a killed run had spooled and not got answers for, sent again."""
         for frame_id, request in self._resume:
+            version = pb.ModelInferRequest.FromString(request).model_version
+            if version:
+                self._version_of[frame_id] = version  # the tail its head needs
             await self._slots.acquire()
             pending = _Pending(
                 frame_id, request, time.perf_counter(), stream=frame_id % len(self._queues)
@@ -379,6 +532,7 @@ class DeviceDaemon:
                 self._slots.release()
                 raise
             pending = _Pending(frame_id, request, captured, stream=frame_id % len(self._queues))
+            self._next_frame = frame_id + 1
             if self.spool is not None:  # on disk before it is sent
                 self.spool.put(frame_id, request)
                 self.spool.save_state(
@@ -392,13 +546,19 @@ class DeviceDaemon:
 
     def _encode(self, frame: np.ndarray, frame_id: int) -> bytes:
         """Head, codec, request: runs in a worker thread (OpenVINO and zstd release the GIL)."""
-        return self._encode_with(frame, frame_id, self.runner, self.codec, self.manifest.name)
+        return self._encode_with(frame, frame_id, self.head)
 
-    def _encode_with(self, frame, frame_id: int, runner, codec, model_name: str) -> bytes:
+    def _encode_with(self, frame, frame_id: int, head: Head) -> bytes:
+        """One frame through ``head``: the request names its model and version."""
+        if head.version:
+            self._version_of[frame_id] = head.version
+            last = self.summary.reloads[-1] if self.summary.reloads else None
+            if last and last["first_frame"] is None and last["to"] == head.version:
+                last["first_frame"] = frame_id
         t0 = time.perf_counter()
-        tensors = runner(frame)
+        tensors = head.runner(frame)
         self._head_s.append(time.perf_counter() - t0)
-        payload = codec.encode(tensors)
+        payload = head.codec.encode(tensors)
         limit = self.config.max_message_mb << 20
         if len(payload) > limit - 4096:
             raise ConfigError(
@@ -411,11 +571,12 @@ class DeviceDaemon:
             else None
         )
         return encode_infer_request(
-            model_name,
+            head.model_name,
             payload,
             request_id=f"{self.device_id}/{frame_id}",
             parameters={"device_id": self.device_id, "frame_id": frame_id},
             outputs=outputs,
+            model_version=head.version,
         )
 
     async def _drain(self, streams: Sequence[asyncio.Task]) -> None:
@@ -546,15 +707,23 @@ class DeviceDaemon:
         self._slots.release()
         if not self._pending:
             self._idle.set()
-        if response.error_message:
+        version = self._version_of.get(p.frame_id, "")
+        error = response.error_message
+        answered = response.infer_response.model_version
+        if not error and version and answered != version:  # never a mismatched tail
+            error = f"sent to version {version}, answered by version {answered or '?'}"
+        if error:
             self.summary.failed += 1
             if len(self.summary.errors) < 10:
-                self.summary.errors.append(f"frame {frame_id}: {response.error_message}")
+                self.summary.errors.append(f"frame {frame_id}: {error}")
         else:
             self.summary.ok += 1
+            if version:
+                self.summary.versions[version] = self.summary.versions.get(version, 0) + 1
             self._latencies.append(time.perf_counter() - p.captured)
             if self.out is not None:
                 self._write_result(p.frame_id, output_arrays(response.infer_response))
+        self._version_of.pop(p.frame_id, None)
         if self.spool is not None:
             self.spool.ack(p.frame_id)  # after the result: a kill in between writes it once
 
@@ -563,8 +732,10 @@ class DeviceDaemon:
         return any((self.out / f"{frame_id:08d}{ext}").exists() for ext in (".png", ".json"))
 
     def _result_tags(self, frame_id: int) -> dict[str, str]:
-        """Text written with each result (a PNG text chunk, JSON fields); none here."""
-        return {}
+        """Text written with each result (a PNG text chunk, JSON fields): the version that
+        answered it, for a folder of versions."""
+        version = self._version_of.get(frame_id)
+        return {"version": version} if version else {}
 
     def _write_result(self, frame_id: int, outputs: dict[str, np.ndarray]) -> None:
         tags = self._result_tags(frame_id)
@@ -624,6 +795,19 @@ class DeviceDaemon:
             )
 
 
+def _check_compatible(old: Head, new: Head) -> None:
+    """A version the daemon can move to: the same served model, the same frames."""
+    if new.model_name != old.model_name:
+        raise ConfigError(
+            f"version {new.version} is model {new.model_name!r}, not {old.model_name!r}"
+        )
+    if tuple(new.manifest.input.frame_shape) != tuple(old.manifest.input.frame_shape):
+        raise ConfigError(
+            f"version {new.version} takes frames of {new.manifest.input.frame_shape}, "
+            f"version {old.version} of {old.manifest.input.frame_shape}"
+        )
+
+
 def _atomic(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -662,5 +846,5 @@ def run_daemon(config: DaemonConfig) -> Summary:
     from splitnet.bundle import read_manifest
     from splitnet.device._modes import LocalDaemon
 
-    local = read_manifest(config.bundle, verify=False).mode == "device-only"
+    local = read_manifest(current_bundle(config.bundle)[0], verify=False).mode == "device-only"
     return asyncio.run((LocalDaemon if local else DeviceDaemon)(config).run())

@@ -107,8 +107,10 @@ class LocalDaemon(DeviceDaemon):
     def __init__(self, config) -> None:
         if config.fps is not None and config.fps <= 0:
             raise ConfigError(f"fps must be > 0, got {config.fps}")
+        from splitnet.device._daemon import current_bundle
+
         self.config = config
-        self.runner = HeadRunner(config.bundle, device=config.device)
+        self.runner = HeadRunner(current_bundle(config.bundle)[0], device=config.device)
         self.manifest = self.runner.manifest
         if self.manifest.mode != "device-only":
             raise ConfigError(
@@ -127,6 +129,7 @@ class LocalDaemon(DeviceDaemon):
         self._latencies: list[float] = []
         self._head_s: list[float] = []
         self._payload_sizes: list[int] = []
+        self._version_of: dict[int, str] = {}
         self._fatal: BaseException | None = None
 
     async def run(self):

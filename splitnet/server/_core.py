@@ -112,12 +112,25 @@ class InferenceCore:
         decode_threads: int = 2,
         max_inflight_bytes: int | None = None,
     ) -> None:
-        self.models = dict(models)
+        self.models = dict(models)  # the default version of each name (see ``versions``)
         self.metrics = metrics
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._compute_pool = ThreadPoolExecutor(1, thread_name_prefix="tail")
         self.max_batch, self.max_delay_ms = max_batch, max_delay_ms
-        self._batchers = {name: self._batcher(m) for name, m in self.models.items()}
+        # every loaded version by name and version; a request without a version gets
+        # the highest one (``models``), a request naming one gets that one
+        self.versions: dict[str, dict[str, TailModel]] = {
+            name: {m.version: m} for name, m in self.models.items()
+        }
+        # a batcher per loaded model object: a request runs on the tail it was decoded
+        # for, even when another version of its name replaced it meanwhile
+        self._batcher_of: dict[TailModel, DynamicBatcher] = {
+            m: self._batcher(m) for m in self.models.values()
+        }
+        # the default version's batcher by name
+        self._batchers = {name: self._batcher_of[m] for name, m in self.models.items()}
+        self._users: dict[TailModel, int] = {}  # requests holding a model, until answered
+        self._unused: dict[TailModel, asyncio.Event] = {}
         self._cache = _ResponseCache()
         self._inflight: dict[tuple, asyncio.Future] = {}
         # what a request may hold: its message (at most max_request_bytes), its decoded
@@ -141,30 +154,84 @@ class InferenceCore:
         )
 
     def add_model(self, model: TailModel) -> None:
-        """Serves ``model`` (replacing one of its name: requests it has taken still finish)."""
-        self._batchers[model.name] = self._batcher(model)
-        self.models[model.name] = model
+        """Serves ``model`` as version ``model.version`` of its name (replacing a loaded
+        copy of that version: the requests it has taken still finish on it). The highest
+        loaded version becomes the default."""
+        old = self.versions.get(model.name, {}).get(model.version)
+        self._batcher_of[model] = self._batcher(model)
+        self.versions.setdefault(model.name, {})[model.version] = model
+        self._limits[model.name] = _limits_of(self.versions[model.name].values())
+        self._choose_default(model.name)
+        if old is not None:
+            asyncio.ensure_future(self._retire(old))
 
-    async def remove_model(self, name: str) -> None:
-        """Stops taking requests for ``name`` and waits for those it has taken."""
-        self.models.pop(name, None)
-        batcher = self._batchers.get(name)
+    async def remove_model(self, name: str, version: str | None = None) -> None:
+        """Stops taking requests for ``name`` (one ``version``, or all), then waits until
+        the requests it has taken are answered and unloads it."""
+        loaded = self.versions.get(name, {})
+        gone = [loaded.pop(v) for v in list(loaded) if version in (None, v)]
+        if not loaded:
+            self.versions.pop(name, None)
+            self._limits.pop(name, None)
+        self._choose_default(name)
+        await asyncio.gather(*(self._retire(m) for m in gone))
+
+    def _choose_default(self, name: str) -> None:
+        loaded = self.versions.get(name)
+        if not loaded:
+            self.models.pop(name, None)
+            self._batchers.pop(name, None)
+            return
+        best = loaded[max(loaded, key=int)]
+        self.models[name] = best
+        self._batchers[name] = self._batcher_of[best]
+
+    async def _retire(self, model: TailModel) -> None:
+        """Waits for the requests holding ``model``, then stops its batcher and drops it."""
+        if self._users.get(model):
+            event = self._unused.setdefault(model, asyncio.Event())
+            await event.wait()
+        batcher = self._batcher_of.pop(model, None)
         if batcher is not None:
             await batcher.stop()
 
-    def model(self, name: str, version: str = "") -> TailModel:
-        """The served model ``name``; ``version`` ``""`` is the one served, another
-        one NOT_FOUND (a repository serves the latest version of each model)."""
-        model = self.models.get(name)
+    def _hold(self, model: TailModel | None) -> TailModel | None:
+        if model is not None:
+            self._users[model] = self._users.get(model, 0) + 1
+        return model
+
+    def _release(self, model: TailModel | None) -> None:
         if model is None:
-            known = ", ".join(sorted(self.models)) or "none"
-            raise InferError(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}; served: {known}")
-        if version not in ("", model.version):
+            return
+        left = self._users[model] - 1
+        if left:
+            self._users[model] = left
+            return
+        del self._users[model]
+        event = self._unused.pop(model, None)
+        if event is not None:
+            event.set()
+
+    def resolve(self, name: str, version: str = "") -> TailModel | None:
+        """The model a request for ``name`` (``version``: ``""`` for the default) runs on."""
+        if version == "":
+            return self.models.get(name)
+        return self.versions.get(name, {}).get(version)
+
+    def model(self, name: str, version: str = "") -> TailModel:
+        """The served model ``name`` at ``version`` (``""``: the highest loaded one);
+        NOT_FOUND for an unknown name or a version that is not loaded."""
+        model = self.resolve(name, version)
+        if model is not None:
+            return model
+        if name in self.versions:
             raise InferError(
                 grpc.StatusCode.NOT_FOUND,
-                f"model {name!r} has no version {version!r}; served: {model.version}",
+                f"model {name!r} has no version {version!r}; served: "
+                f"{', '.join(sorted(self.versions[name], key=int))}",
             )
-        return model
+        known = ", ".join(sorted(self.models)) or "none"
+        raise InferError(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}; served: {known}")
 
     def cost(self, request: pb.ModelInferRequest) -> int:
         """What ``request`` holds in flight: its message, its decoded tensors, its answer."""
@@ -208,9 +275,14 @@ class InferenceCore:
         own = ticket is None
         if own:
             ticket = self.admit(request)
+        # the version this request runs on is held until it is answered, so that a newer
+        # version's arrival unloads it only afterwards (``_infer`` resolves the same model:
+        # nothing is awaited in between)
+        held = self._hold(self.resolve(request.model_name, request.model_version))
         try:
             return await self._infer(request, caller)
         finally:
+            self._release(held)
             if own:
                 ticket.release()
 
@@ -223,7 +295,14 @@ class InferenceCore:
             prepared = await self._prepare(model, request)
             key = None
             if prepared.frame_key is not None:
-                key = (model_name, caller, *prepared.frame_key, prepared.digest, prepared.asked)
+                key = (
+                    model_name,
+                    model.version,
+                    caller,
+                    *prepared.frame_key,
+                    prepared.digest,
+                    prepared.asked,
+                )
                 cached = self._cache.get(key)
                 if cached is not None:
                     self._count(model_name, "duplicate")
@@ -255,8 +334,10 @@ class InferenceCore:
         answer, instead of the cancellation (issue 13, item 1)."""
         task = asyncio.ensure_future(self._run(model, request, prepared))
         self._inflight[key] = task
+        self._hold(model)  # the task may outlive the request that started it
 
         def done(t: asyncio.Future) -> None:
+            self._release(model)
             self._inflight.pop(key, None)
             if not t.cancelled() and t.exception() is None:
                 self._cache.put(key, t.result())
@@ -304,7 +385,7 @@ class InferenceCore:
             probabilities="probabilities" in wanted,
             top_k=max(top_k, *prepared.classification.values(), 0),
         )
-        result, stats = await self._batchers[model.name].submit(frame)
+        result, stats = await self._batcher_of[model].submit(frame)
         if self.metrics is not None:
             self.metrics.observe_batch(model.name, stats)
         if model.task == "segmentation" and not wanted:
@@ -350,7 +431,7 @@ class InferenceCore:
 
     async def close(self) -> None:
         """Finishes what is queued, then stops the batchers and thread pools."""
-        for batcher in self._batchers.values():
+        for batcher in list(self._batcher_of.values()):
             await batcher.stop()
         self._decode_pool.shutdown(wait=True)
         self._compute_pool.shutdown(wait=True)
@@ -363,6 +444,12 @@ class _Limits:
 
     request_bytes: int
     held_bytes: int
+
+
+def _limits_of(models) -> _Limits:
+    """What a request to any of ``models`` (the versions of one name) may cost."""
+    each = [_limits(m) for m in models]
+    return _Limits(max(x.request_bytes for x in each), max(x.held_bytes for x in each))
 
 
 def _limits(model: TailModel) -> _Limits:

@@ -47,6 +47,7 @@ class Metrics:
     batch_size: Histogram
     payload_bytes: Histogram
     statistics: Statistics = field(default_factory=Statistics)
+    repository_loads: Counter | None = None
 
     @classmethod
     def create(cls) -> Metrics:
@@ -91,6 +92,13 @@ class Metrics:
                 "Codec payload size",
                 ["model"],
                 buckets=_BYTES,
+                registry=r,
+            ),
+            repository_loads=Counter(
+                "splitnet_repository_loads",
+                "Model versions the repository loaded (ok) or could not: incomplete (a manifest"
+                " or checksum that does not verify) or broken (it does not load)",
+                ["model", "outcome"],
                 registry=r,
             ),
         )

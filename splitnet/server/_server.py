@@ -17,7 +17,7 @@ from splitnet.server._core import InferenceCore
 from splitnet.server._health import HealthServicer
 from splitnet.server._http import HttpServer, create_app
 from splitnet.server._metrics import Metrics, serve_metrics
-from splitnet.server._model_repository import ModelRepository
+from splitnet.server._model_repository import ModelRepository, parse_version_policy
 from splitnet.server._reflection import enable_reflection
 from splitnet.server._repository import TailModel, load_repository
 from splitnet.server._service import InferenceService
@@ -56,6 +56,10 @@ class ServerConfig:
             64 MiB); a request past it is answered RESOURCE_EXHAUSTED.
         max_stream_inflight: requests of one stream in flight, answers not yet
             written included.
+        poll_interval_s: poll the repository for new, changed and removed versions
+            every this many seconds (``None``: only at start and on ``RepositoryModelLoad``).
+        version_policy: which versions of each model are loaded: ``latest:N``, ``all``
+            or ``specific:V,V`` (see :mod:`splitnet.server._model_repository`).
     """
 
     repository: str | Path
@@ -75,6 +79,8 @@ class ServerConfig:
     grace_s: float = 10.0
     max_inflight_bytes: int | None = None
     max_stream_inflight: int = 64
+    poll_interval_s: float | None = None
+    version_policy: str = "latest:1"
 
 
 def _device(name: str) -> str:
@@ -97,6 +103,9 @@ class InferenceServer:
             raise ConfigError("--tls-cert and --tls-key go together")
         if config.tls_ca is not None and config.tls_cert is None:
             raise ConfigError("--tls-ca needs --tls-cert and --tls-key")
+        if config.poll_interval_s is not None and config.poll_interval_s <= 0:
+            raise ConfigError(f"--poll-interval must be > 0 s, got {config.poll_interval_s}")
+        policy = parse_version_policy(config.version_policy)
         self.config = config
         self.device = _device(config.device)
         self.models = (
@@ -117,13 +126,18 @@ class InferenceServer:
         self.service = InferenceService(
             self.core,
             repository=ModelRepository(
-                config.repository, self.core, device=self.device, precision=config.precision
+                config.repository,
+                self.core,
+                device=self.device,
+                precision=config.precision,
+                policy=policy,
             ),
             statistics=self.metrics.statistics,
         )
         self.servicer = InferenceServicer(
             self.core, service=self.service, max_stream_inflight=config.max_stream_inflight
         )
+        self._poller: asyncio.Task | None = None
         self.health = HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -134,10 +148,16 @@ class InferenceServer:
 
     async def start(self) -> None:
         cfg = self.config
+        repository = self.service.repository
+        if cfg.poll_interval_s is not None or cfg.version_policy != "latest:1":
+            await repository.poll()  # the versions the policy wants, before the first call
+        if cfg.poll_interval_s is not None:
+            self._poller = asyncio.create_task(repository.watch(cfg.poll_interval_s))
         interceptors = [TokenAuthInterceptor(read_token(cfg.token_file))] if cfg.token_file else []
         limit = cfg.max_message_mb << 20
-        # no request bigger than the largest bundle's payload can need gets received
-        receive = min(limit, self.core.max_request_bytes or limit)
+        # no request bigger than the largest bundle's payload can need gets received (when
+        # polling, versions with larger payloads may come: the cap, and the bundle's checks)
+        receive = limit if cfg.poll_interval_s else min(limit, self.core.max_request_bytes or limit)
         self._server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -204,6 +224,10 @@ class InferenceServer:
             return
         grace = self.config.grace_s if grace is None else grace
         self.service.ready = False
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+            self._poller = None
         await self.health.close()  # NOT_SERVING, and open Watch calls end
         stops = [self._server.stop(grace)]
         if self._http is not None:

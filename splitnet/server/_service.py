@@ -70,7 +70,9 @@ class InferenceService:
     def model_metadata(self, name: str, version: str = "") -> pb.ModelMetadataResponse:
         model = self.core.model(name, version)
         response = pb.ModelMetadataResponse(
-            name=model.name, versions=[model.version], platform=PLATFORM
+            name=model.name,
+            versions=sorted(self.core.versions.get(model.name, {model.version: model}), key=int),
+            platform=PLATFORM,
         )
         response.inputs.add(name=PAYLOAD_INPUT, datatype="UINT8", shape=[-1])
         for out, datatype, shape in model.output_metadata():

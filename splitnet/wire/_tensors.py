@@ -98,9 +98,11 @@ def make_infer_request(
     request_id: str = "",
     parameters: Mapping[str, bool | int | float | str] | None = None,
     outputs: list[str] | None = None,
+    model_version: str = "",
 ) -> pb.ModelInferRequest:
-    """A ModelInferRequest carrying one codec payload as the UINT8 input ``payload``."""
-    req = pb.ModelInferRequest(model_name=model_name, id=request_id)
+    """A ModelInferRequest carrying one codec payload as the UINT8 input ``payload``
+    (``model_version``: the version that must answer; ``""``: the server's default)."""
+    req = pb.ModelInferRequest(model_name=model_name, model_version=model_version, id=request_id)
     req.inputs.add(name=PAYLOAD_INPUT, datatype="UINT8", shape=[len(payload)])
     req.raw_input_contents.append(payload)
     for key, value in (parameters or {}).items():
@@ -147,11 +149,17 @@ def encode_infer_request(
     request_id: str = "",
     parameters: Mapping[str, bool | int | float | str] | None = None,
     outputs: list[str] | None = None,
+    model_version: str = "",
 ) -> bytes:
     """:func:`make_infer_request`, serialized (fast for large payloads): what the device
     daemon writes on a stream opened with :func:`stream_infer_method`."""
     request = make_infer_request(
-        model_name, b"", request_id=request_id, parameters=parameters, outputs=outputs
+        model_name,
+        b"",
+        request_id=request_id,
+        parameters=parameters,
+        outputs=outputs,
+        model_version=model_version,
     )
     request.inputs[0].shape[:] = [len(payload)]
     del request.raw_input_contents[:]
