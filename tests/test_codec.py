@@ -219,6 +219,17 @@ def test_quant_round_trip_property(data, bits, granularity, stage, method):
         assert (y[x == 0] == 0).all()
 
 
+@pytest.mark.parametrize("bits", [3, 8, 12])
+def test_quant_subnormal_step_round_trips(bits):
+    # Found by hypothesis: a range of float32's smallest normal gives a subnormal step
+    # whose float32 reciprocal is inf, and 0 * inf made a NaN symbol.
+    x = np.array([[[np.finfo(np.float32).tiny, 0.0]]], dtype=np.float32)
+    payload = get_codec(f"q{bits}", entropy="none", granularity="channel").encode([x])
+    (y,) = decode(payload)
+    (th,) = header_ranges(payload)
+    check_quant_error(x, y, th, bits)
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     codec=st.sampled_from(["f32", "f16", "bf16"]),

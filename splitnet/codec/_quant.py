@@ -99,12 +99,17 @@ def quantize(x3: np.ndarray, lo: np.ndarray, step: np.ndarray, bits: int) -> np.
     """Symbols (uint8 for bits <= 8, else uint16) of ``x3`` for float32 ``lo``/``step``.
 
     Computes ``floor(clip((x - lo) / step + 0.5, 0, L - 1))`` in float32 (float64
-    above 8 bits, so the rounding stays exact to well under a step).
+    above 8 bits, so the rounding stays exact to well under a step, and for a
+    subnormal step, whose reciprocal float32 cannot hold).
     """
-    ftype = np.float32 if bits <= 8 else np.float64
     g = (1, -1, 1)
     with np.errstate(divide="ignore"):
-        inv = np.where(step > 0, 1.0 / step.astype(np.float64), 0.0).astype(ftype).reshape(g)
+        inv64 = np.where(step > 0, 1.0 / step.astype(np.float64), 0.0)
+    # A subnormal step has a reciprocal past float32's range (inf, and 0 * inf = NaN):
+    # such ranges are computed in float64 too.
+    narrow = bits <= 8 and bool((inv64 <= np.finfo(np.float32).max).all())
+    ftype = np.float32 if narrow else np.float64
+    inv = inv64.astype(ftype).reshape(g)
     if lo.any():
         t = np.subtract(x3, lo.astype(ftype).reshape(g), dtype=ftype)
         t *= inv
