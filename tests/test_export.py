@@ -406,11 +406,11 @@ def test_bundle_tail_loader_imports_torch_only_when_called():
     top = [n for n in tree.body if not isinstance(n, ast.If)]  # the TYPE_CHECKING block aside
     assert all(n.split(".")[0] != "torch" for n in _imports(top))
     assert "torch" in _imports(ast.walk(tree))
-    assert sorted(p.name for p in BUNDLE.glob("*.py")) == [
-        "__init__.py",
-        "_manifest.py",
-        "_tail.py",
-    ]
+    # every other module of the package (the device reads manifests) has no torch at all
+    for path in sorted(BUNDLE.glob("*.py")):
+        if path.name != "_tail.py":
+            names = _imports(ast.walk(ast.parse(path.read_text())))
+            assert all(n.split(".")[0] != "torch" for n in names), path.name
 
 
 def test_bundle_reads_without_torch(seg_bundle, tmp_path):
