@@ -248,7 +248,8 @@ def test_metrics_port_answers_metrics_only(repository, models):
 
 
 def test_requested_outputs_only(repository, models):
-    """A classifier asked for ``classes`` answers only ``classes``; asked for nothing, both."""
+    """A classifier asked for ``classes`` answers only ``classes``; asked for nothing, all
+    of them."""
     from splitnet.wire import output_arrays
 
     payload = make_payload(models, RESNET)
@@ -261,7 +262,7 @@ def test_requested_outputs_only(repository, models):
             return output_arrays(only), output_arrays(both)
 
     only, both = run_with_server(repository, models, body)
-    assert set(only) == {"classes"} and set(both) == {"classes", "probabilities"}
+    assert set(only) == {"classes"} and set(both) == {"classes", "probabilities", "uncertain"}
 
 
 def test_timings_are_parameters_every_v2_client_reads(repository, models):

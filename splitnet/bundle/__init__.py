@@ -17,6 +17,7 @@ Example:
     ('unet-vgg16.encoder.block3.pool', ['encoder.block1.relu2', ...])
 """
 
+from splitnet.bundle._confidence import Confidence, expected_calibration_error
 from splitnet.bundle._manifest import (
     FORMAT_VERSION,
     HEAD_BIN,
@@ -36,6 +37,8 @@ from splitnet.bundle._tail import load_tail
 from splitnet.bundle._versions import complete_versions, publish_version, version_dirs
 
 __all__ = [
+    "Confidence",
+    "expected_calibration_error",
     "FORMAT_VERSION",
     "HEAD_BIN",
     "HEAD_XML",

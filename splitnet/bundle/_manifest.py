@@ -142,6 +142,8 @@ class Manifest:
         mode: one of :data:`MODES`: ``split``; ``image`` (no head: the device codes the
             frame itself as PNG/JPEG, the tail is the whole model, normalisation
             included); ``device-only`` (the head is the whole model, no tail, no codec).
+        confidence: a classifier's temperature, abstain cap and margin (see
+            :class:`splitnet.bundle.Confidence`); written by ``splitnet calibrate``.
     """
 
     format_version: int
@@ -161,6 +163,7 @@ class Manifest:
     versions: dict[str, str]
     files: dict[str, str] = field(default_factory=dict)
     mode: str = "split"
+    confidence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_head(self) -> bool:
@@ -178,6 +181,8 @@ class Manifest:
         doc = json.loads(json.dumps(asdict(self)))
         if doc["mode"] == "split":
             del doc["mode"]
+        if not doc["confidence"]:
+            del doc["confidence"]
         return doc
 
     def to_json(self) -> str:
@@ -247,6 +252,7 @@ class Manifest:
             versions=dict(doc.get("versions") or {}),
             files=dict(files),
             mode=str(doc.get("mode", "split")),
+            confidence=dict(doc.get("confidence") or {}),
         )
 
     def _check(self) -> None:
@@ -270,6 +276,12 @@ class Manifest:
         for path in paths:
             if not _inside(path):
                 raise BundleError(f"manifest file path {path!r} leaves the bundle")
+        if self.confidence:
+            if self.output.kind != "classes":
+                raise BundleError("manifest 'confidence' applies to classifiers only")
+            from splitnet.bundle._confidence import Confidence
+
+            Confidence.from_dict(self.confidence)  # raises on bad values
 
 
 def _inside(path: Any) -> bool:

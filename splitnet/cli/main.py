@@ -27,6 +27,7 @@ COMMANDS = (
     "serve",
     "device",
     "publish",
+    "calibrate",
     "demo",
     "train",
     "train-bottleneck",

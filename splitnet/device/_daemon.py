@@ -765,6 +765,8 @@ class DeviceDaemon:
                     for i in outputs["classes"].tolist()
                 ],
             }
+            if "uncertain" in outputs:  # the server's abstain flag (calibrated bundles)
+                doc["uncertain"] = bool(outputs["uncertain"].reshape(-1)[0])
             _atomic(self.out / f"{frame_id:08d}.json", lambda f: f.write(json.dumps(doc).encode()))
 
     def _finish(self, elapsed: float) -> None:

@@ -355,11 +355,14 @@ class InferenceCore:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"model {model.name} has no output {sorted(unknown)[0]!r}; outputs: {', '.join(sorted(valid))}",
             )
-        top_k = get_parameter(request.parameters, "top_k", 5)
+        confidence = getattr(model, "confidence", None)
+        top_k = get_parameter(request.parameters, "top_k", confidence.top_k if confidence else 5)
         if not _positive_int(top_k):
             raise InferError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"top_k must be a positive integer, got {top_k!r}"
             )
+        cap = _fraction(request, "min_confidence")
+        margin = _fraction(request, "min_margin")
         classification = _classification(model, request)
         frame_key = _frame_key(request)
         payload = _payload(request)
@@ -373,7 +376,7 @@ class InferenceCore:
             )
         except (codec.CodecError, SplitnetError, ValueError) as e:
             raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-        return _Prepared(tensors, wanted, top_k, classification, frame_key, digest)
+        return _Prepared(tensors, wanted, top_k, classification, frame_key, digest, cap, margin)
 
     async def _run(
         self, model: TailModel, request: pb.ModelInferRequest, prepared: _Prepared
@@ -384,6 +387,8 @@ class InferenceCore:
             prepared.tensors,
             probabilities="probabilities" in wanted,
             top_k=max(top_k, *prepared.classification.values(), 0),
+            cap=prepared.cap,
+            margin=prepared.margin,
         )
         result, stats = await self._batcher_of[model].submit(frame)
         if self.metrics is not None:
@@ -470,16 +475,41 @@ class _Prepared:
     classification: dict[str, int]  # output name -> class count
     frame_key: tuple[str, int] | None
     digest: bytes
+    cap: float | None = None  # min_confidence / min_margin asked for; None: the bundle's
+    margin: float | None = None
 
     @property
     def asked(self) -> tuple:
         """What shapes the answer besides the payload: a frame re-sent with other
         outputs asked for is not answered from the cache."""
-        return self.top_k, tuple(sorted(self.wanted)), tuple(sorted(self.classification.items()))
+        return (
+            self.top_k,
+            tuple(sorted(self.wanted)),
+            tuple(sorted(self.classification.items())),
+            self.cap,
+            self.margin,
+        )
 
 
 def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _fraction(request: pb.ModelInferRequest, key: str) -> float | None:
+    """A request parameter in [0, 1] (a number, or a decimal string: KServe's proto has
+    no double parameter); None when absent."""
+    value = get_parameter(request.parameters, key)
+    if value is None:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not 0 <= number <= 1:
+        raise InferError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"{key} must be a number in [0, 1], got {value!r}"
+        )
+    return number
 
 
 def _classification(model: TailModel, request: pb.ModelInferRequest) -> dict[str, int]:

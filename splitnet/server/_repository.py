@@ -13,6 +13,7 @@ import torch
 
 from splitnet._errors import ConfigError, SplitnetError
 from splitnet.bundle import MANIFEST_FILE, BundleError, Manifest, load_tail, read_manifest
+from splitnet.bundle._confidence import Confidence, uncertain
 
 __all__ = ["FrameInput", "TailModel", "load_repository"]
 
@@ -28,6 +29,8 @@ class FrameInput:
     tensors: list[np.ndarray]
     probabilities: bool = False
     top_k: int = 5
+    cap: float | None = None  # a classifier's abstain cap and margin; None: the bundle's
+    margin: float | None = None
 
 
 class TailModel:
@@ -37,7 +40,9 @@ class TailModel:
     1 + the most probable class; with independent sigmoid classes a pixel is
     background when no class reaches 0.5) and, on request, ``probabilities``
     (FP32, classes x H x W). Classifiers return the ``top_k`` class ids
-    (``classes``, INT64) and their ``probabilities`` (FP32).
+    (``classes``, INT64), their ``probabilities`` (FP32; divided by the bundle's
+    calibrated temperature) and ``uncertain`` (BOOL, 1: the top probability is under
+    the cap, or its margin to the second under the minimum).
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class TailModel:
         self.crossing_elements = sum(int(np.prod(t.shape)) for t in self.manifest.crossing)
         # the bundle's own codec decodes: a learned codec's tables live in the manifest
         self.codec = self.manifest.make_codec()
+        self.confidence = Confidence.from_dict(self.manifest.confidence)
 
     # -- contract -------------------------------------------------------------------------------
 
@@ -73,7 +79,11 @@ class TailModel:
         if self.task == "segmentation":
             c, h, w = self.manifest.num_classes, *self.manifest.input.shape[1:]
             return [("mask", "UINT8", [h, w]), ("probabilities", "FP32", [c, h, w])]
-        return [("classes", "INT64", [-1]), ("probabilities", "FP32", [-1])]
+        return [
+            ("classes", "INT64", [-1]),
+            ("probabilities", "FP32", [-1]),
+            ("uncertain", "BOOL", [1]),
+        ]
 
     def check(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The decoded tensors as float32, or ``SplitnetError`` when they do not match the bundle."""
@@ -146,14 +156,27 @@ class TailModel:
     def _classes(
         self, logits: torch.Tensor, frames: Sequence[FrameInput]
     ) -> list[dict[str, np.ndarray]]:
+        conf = self.confidence
+        if conf.temperature != 1.0:
+            logits = logits / conf.temperature
         probs = logits.sigmoid() if self.manifest.output.multilabel else logits.softmax(dim=1)
-        k = min(max(f.top_k for f in frames), probs.shape[1])
+        # two at least: the margin to the second decides ``uncertain``
+        k = min(max(2, *(f.top_k for f in frames)), probs.shape[1])
         top_p, top_i = probs.topk(k, dim=1)
         top_p, top_i = top_p.cpu().numpy(), top_i.cpu().numpy()
-        return [
-            {"classes": top_i[i, : f.top_k].astype(np.int64), "probabilities": top_p[i, : f.top_k]}
-            for i, f in enumerate(frames)
-        ]
+        results = []
+        for i, f in enumerate(frames):
+            cap = conf.cap if f.cap is None else f.cap
+            margin = conf.margin if f.margin is None else f.margin
+            flag = uncertain(top_p[i], cap, margin)
+            results.append(
+                {
+                    "classes": top_i[i, : f.top_k].astype(np.int64),
+                    "probabilities": top_p[i, : f.top_k],
+                    "uncertain": np.array([flag]),
+                }
+            )
+        return results
 
 
 def load_repository(
