@@ -52,9 +52,10 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--server",
-        type=_args.name_list,
+        type=_args.server_list,
         metavar="HOST:PORT[,HOST:PORT...]",
-        help="required, except for a device-only bundle (splitnet export --device-only)",
+        help="required, except for a device-only bundle (splitnet export --device-only); "
+        "[IPV6]:PORT and unix:PATH too",
     )
     p.add_argument(
         "--source",
@@ -74,9 +75,15 @@ def add_parser(sub) -> None:
         "--head-device", default="CPU", help="OpenVINO device that runs the head (default CPU)"
     )
     p.add_argument("--token-file")
-    p.add_argument("--tls-ca", help="the server's CA (PEM): connect with TLS")
-    p.add_argument("--tls-cert", help="client certificate (PEM) for a server that requires mTLS")
-    p.add_argument("--tls-key", help="the client certificate's private key (PEM)")
+    p.add_argument("--tls-ca", type=_args.pem_file, help="the server's CA (PEM): connect with TLS")
+    p.add_argument(
+        "--tls-cert",
+        type=_args.pem_file,
+        help="client certificate (PEM) for a server that requires mTLS",
+    )
+    p.add_argument(
+        "--tls-key", type=_args.pem_file, help="the client certificate's private key (PEM)"
+    )
     p.add_argument(
         "--retry-timeout",
         type=float,
@@ -111,6 +118,17 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give --bundle DIR or --plan PLAN.json, not both")
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    if args.window < 1:
+        raise ConfigError(f"--window must be >= 1, got {args.window}")
+    if args.fps is not None and args.fps <= 0:
+        raise ConfigError(f"--fps must be > 0, got {args.fps:g}")
+    if args.retry_timeout <= 0:
+        raise ConfigError(f"--retry-timeout must be > 0 s, got {args.retry_timeout:g}")
+    from splitnet.wire._net import check_tls_files, grpc_target, parse_addresses
+
+    if args.server:
+        grpc_target(parse_addresses(args.server))  # from a --config file too; mixed families
+    check_tls_files(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
     config = DaemonConfig(
         bundle=args.bundle,
         servers=tuple(args.server or ()),

@@ -50,6 +50,7 @@ from splitnet.wire import (
     stream_infer_method,
 )
 from splitnet.wire import inference_pb2 as pb
+from splitnet.wire._net import grpc_target, parse_addresses, read_pem
 
 __all__ = ["DaemonConfig", "DeviceDaemon", "Summary", "current_bundle", "run_daemon"]
 
@@ -249,6 +250,7 @@ class DeviceDaemon:
     def __init__(self, config: DaemonConfig) -> None:
         if not config.servers:
             raise ConfigError("no server address given")
+        self._target = grpc_target(parse_addresses(config.servers))
         if config.bundle is None:
             raise ConfigError("no bundle given (--bundle DIR, or --plan plan.json)")
         if config.window < 1:
@@ -385,23 +387,14 @@ class DeviceDaemon:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
-        hosts = ",".join(cfg.servers)
-        target = (
-            f"ipv4:{hosts}"
-            if len(cfg.servers) > 1 and all(_is_ipv4(s) for s in cfg.servers)
-            else hosts
-        )
-        if len(cfg.servers) > 1 and target == hosts:
-            raise ConfigError(
-                "several --server addresses must be IPv4 host:port (round_robin over them)"
-            )
+        target = self._target
         if cfg.tls_ca or cfg.tls_cert or cfg.tls_key:
             if (cfg.tls_cert is None) != (cfg.tls_key is None):
                 raise ConfigError("a client certificate needs both --tls-cert and --tls-key")
             creds = grpc.ssl_channel_credentials(
-                root_certificates=_read_pem(cfg.tls_ca, "--tls-ca"),
-                private_key=_read_pem(cfg.tls_key, "--tls-key"),
-                certificate_chain=_read_pem(cfg.tls_cert, "--tls-cert"),
+                root_certificates=read_pem(cfg.tls_ca, "--tls-ca"),
+                private_key=read_pem(cfg.tls_key, "--tls-key"),
+                certificate_chain=read_pem(cfg.tls_cert, "--tls-cert"),
             )
             return grpc.aio.secure_channel(target, creds, options=options)
         return grpc.aio.insecure_channel(target, options=options)
@@ -813,24 +806,6 @@ def _atomic(path: Path, write) -> None:
     with open(tmp, "wb") as f:
         write(f)
     os.replace(tmp, path)
-
-
-def _read_pem(path: str | Path | None, option: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{option}: cannot read {path}: {e.strerror}") from None
-    if b"-----BEGIN" not in data:
-        raise ConfigError(f"{option}: {path} is not a PEM file")
-    return data
-
-
-def _is_ipv4(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    parts = host.split(".")
-    return port.isdigit() and len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 def run_daemon(config: DaemonConfig) -> Summary:
