@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 
 import pytest
+from _processes import daemon_process
+from _processes import free_port as _free_port
 from _serve_helpers import run_with_server
 
 from splitnet.device import DaemonConfig, DeviceDaemon
 
 pytestmark = pytest.mark.grpc
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(cfg: DaemonConfig):
@@ -115,23 +110,7 @@ def test_a_client_certificate_needs_its_key(repository, tmp_path):
 
 
 def _daemon_process(repository, port, out, frames, *extra):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    env = os.environ | {"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "splitnet.cli.main",
-        "device",
-        "--bundle",
-        str(repository / "unet"),
-    ]
-    cmd += ["--server", f"127.0.0.1:{port}", "--frames", str(frames), "--out", str(out), *extra]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return daemon_process(repository / "unet", f"127.0.0.1:{port}", out, frames, *extra)
 
 
 def test_a_killed_daemon_resumes_with_its_device_id_and_no_frame_twice(
