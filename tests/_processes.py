@@ -23,30 +23,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def daemon_process(bundle, server: str, out, frames: int, *extra: str) -> subprocess.Popen:
-    """``splitnet device --bundle B --server S --frames N --out OUT extra...``."""
+def _sink(log):
+    # a long run's output goes to a file: a pipe nobody reads would block the process
+    return open(log, "w") if log is not None else subprocess.PIPE  # noqa: SIM115
+
+
+def daemon_process(
+    bundle, server: str, out, frames: int, *extra: str, log=None
+) -> subprocess.Popen:
+    """``splitnet device --bundle B --server S --frames N --out OUT extra...`` (output:
+    pipes, or the file ``log``)."""
     cmd = [sys.executable, "-m", "splitnet.cli.main", "device", "--bundle", str(bundle)]
     cmd += ["--server", server, "--frames", str(frames), "--out", str(out), *extra]
     return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def serve_process(
-    repository, port: int, metrics_port: int, *extra: str, ready_s: float = 180
+    repository, port: int, metrics_port: int, *extra: str, ready_s: float = 180, log=None
 ) -> subprocess.Popen:
     """``splitnet serve`` on ``port``, returned once it answers (a hang guard of ``ready_s``)."""
     import grpc
 
     cmd = [sys.executable, "-m", "splitnet.cli.main", "serve", "--repository", str(repository)]
     cmd += ["--port", str(port), "--metrics-port", str(metrics_port), "--device", "cpu", *extra]
-    proc = subprocess.Popen(
-        cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=_sink(log), text=True)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + ready_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"splitnet serve exited {proc.returncode}: {proc.stderr.read()}")
+                err = proc.stderr.read() if proc.stderr else f"see {log}"
+                raise RuntimeError(f"splitnet serve exited {proc.returncode}: {err}")
             try:
                 grpc.channel_ready_future(channel).result(timeout=0.5)
                 return proc
