@@ -257,3 +257,44 @@ def test_the_proxy_delays_cuts_black_holes_and_restores():
     stats = asyncio.run(body())
     assert stats.cuts == 1 and stats.refused == 1 and stats.connections == 2
     assert stats.bytes_up == stats.bytes_down == 12
+
+
+def test_sigterm_stops_the_daemon_and_the_server_cleanly(repository, tmp_path):
+    """SIGTERM to ``splitnet device`` mid-run: no new frame, the ones in flight answered,
+    exit 0, and a new start with the same ``--out`` finishes the run (each frame once).
+    SIGTERM to ``splitnet serve``: it drains and exits 0."""
+    n = 40
+    port, metrics = free_port(), free_port()
+    server = serve_process(repository, port, metrics)
+    daemons = [
+        daemon_process(repository / "unet", f"127.0.0.1:{port}", tmp_path, n, *PACE),
+    ]
+
+    async def body():
+        await _until(lambda: len(results(tmp_path)) >= 4 or daemons[0].poll() is not None)
+        daemons[0].send_signal(signal.SIGTERM)
+        out, err = await asyncio.to_thread(daemons[0].communicate, timeout=120)
+        assert daemons[0].returncode == 0, err
+        assert "stopped by SIGTERM" in err
+        first = summary(tmp_path)
+        before = results(tmp_path)
+        daemons.append(
+            daemon_process(repository / "unet", f"127.0.0.1:{port}", tmp_path, n, "--window", "8")
+        )
+        await _finish(daemons[1])
+        return first, before
+
+    try:
+        first, before = asyncio.run(body())
+        assert first["stopped_by"] == "SIGTERM" and first["fatal"] is None
+        assert first["frames_sent"] < n and first["ok"] == len(before)
+        files = results(tmp_path)
+        assert sorted(files) == [f"{i:08d}.png" for i in range(n)]
+        assert all(files[k] == t for k, t in before.items())
+        assert summary(tmp_path)["ok"] == n - len(before)
+        assert tail_runs(metrics, UNET) == n
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+        assert server.returncode == 0, server.stderr.read()
+    finally:
+        stop(*daemons, server)

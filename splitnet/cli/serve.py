@@ -139,15 +139,25 @@ async def _serve(config) -> None:
         flush=True,
     )
     stop = asyncio.Event()
+    stopped_by: list[str] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        stopped_by.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     await stop.wait()
-    print("draining and stopping", flush=True)
+    print(f"{stopped_by[0] if stopped_by else 'stop'}: draining and stopping", flush=True)
     await server.stop()
+    print("stopped", flush=True)
+    return stopped_by[0] if stopped_by else None
 
 
 def run(args: argparse.Namespace) -> int:
-    asyncio.run(_serve(config_from_args(args)))
-    return 0
+    """Exit 0 after SIGTERM (a clean stop for systemd), 130 after SIGINT (Ctrl-C), as
+    ``splitnet device`` does; both drain the calls in flight first."""
+    stopped_by = asyncio.run(_serve(config_from_args(args)))
+    return 130 if stopped_by == "SIGINT" else 0

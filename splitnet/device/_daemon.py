@@ -87,6 +87,8 @@ class DaemonConfig:
         tls_cert, tls_key: the client certificate (PEM chain) and its key, for a server
             that requires client certificates (mTLS); both or neither.
         retry_timeout_s: give up when no server answers for this long.
+        stop_grace_s: after SIGTERM/SIGINT, wait this long for the answers in flight
+            (no new frame is captured); what is still unanswered stays in the spool.
         probabilities: ask for class probabilities too.
         seed: seed of the ``synthetic`` source's frames.
         emulate_link: limit the uplink for an experiment: ``"20Mbit/s,15ms"`` (bandwidth,
@@ -112,6 +114,7 @@ class DaemonConfig:
     tls_cert: str | Path | None = None
     tls_key: str | Path | None = None
     retry_timeout_s: float = 60.0
+    stop_grace_s: float = 5.0
     max_message_mb: int = 64
     probabilities: bool = False
     device_id: str | None = None
@@ -146,6 +149,7 @@ class Summary:
     head_ms_mean: float = 0.0
     errors: list[str] = field(default_factory=list)
     fatal: str | None = None  # why the run stopped early (a refused stream, no server)
+    stopped_by: str | None = None  # SIGTERM or SIGINT: a graceful stop, not a failure
     candidates: dict[str, int] = field(default_factory=dict)  # a plan's: answers per candidate
     switches: list[dict] = field(default_factory=list)  # a plan's: when it moved, and why
     version: str = ""  # a folder of versions: the head's version at the end
@@ -421,10 +425,16 @@ class DeviceDaemon:
         streams = [
             asyncio.create_task(self._stream(stream, i, metadata)) for i in range(len(self._queues))
         ]
+        self._producer: asyncio.Task | None = None
+        self._grace: asyncio.TimerHandle | None = None
         stopped = self._on_signals(asyncio.current_task())
         try:
             await self._requeue_spooled()
-            await self._produce()
+            self._producer = asyncio.create_task(self._produce())
+            # a signal cancels the producer only: the frames in flight are still answered
+            await asyncio.wait([self._producer])
+            if not self._producer.cancelled():
+                self._producer.result()
             await self._drain(streams)
         except asyncio.CancelledError:
             if not stopped:
@@ -434,6 +444,11 @@ class DeviceDaemon:
             raise
         finally:
             self._off_signals()
+            if self._grace is not None:
+                self._grace.cancel()
+            if self._producer is not None:
+                self._producer.cancel()
+                await asyncio.gather(self._producer, return_exceptions=True)
             for t in streams:
                 t.cancel()
             await asyncio.gather(*streams, return_exceptions=True)
@@ -449,10 +464,20 @@ class DeviceDaemon:
         self._signals: list[int] = []
 
         def stop(sig: signal.Signals) -> None:
+            first = not stopped
             stopped.append(sig.name)
-            self._fatal = DeviceError(f"stopped by {sig.name}")
-            if task is not None:
-                task.cancel()
+            if first:
+                # graceful: capture no more, give the answers in flight stop_grace_s
+                self.summary.stopped_by = sig.name
+                log.info("%s: stopping (answers in flight: %d)", sig.name, len(self._pending))
+                if self._producer is not None:
+                    self._producer.cancel()
+                if task is not None:
+                    self._grace = asyncio.get_running_loop().call_later(
+                        max(0.0, self.config.stop_grace_s), task.cancel
+                    )
+            elif task is not None:
+                task.cancel()  # a second signal: stop now
 
         loop = asyncio.get_running_loop()
         for sig, handler, args in (
