@@ -13,7 +13,10 @@ pytestmark = pytest.mark.grpc
         (["serve"], "missing option(s): --repository"),
         (["serve", "--repository", "/no/such/dir"], "model repository not found"),
         (["serve", "--repository", ".", "--max-batch", "0"], "--max-batch must be >= 1"),
-        (["serve", "--repository", ".", "--http-port", "70000"], "--http-port must be a port"),
+        (
+            ["serve", "--repository", ".", "--http-port", "70000"],
+            "--http-port: expected a port number",
+        ),
         (["device", "--server", "127.0.0.1:1"], "missing option(s): --bundle"),
         (
             ["device", "--bundle", "/no/such/bundle", "--server", "127.0.0.1:1"],

@@ -410,3 +410,47 @@ def test_client_chosen_model_names_make_no_metric_series(models):
         }
 
     assert asyncio.run(main()) == {"_unknown"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["uint_contents_256", "frame_id_not_an_integer", "frame_id_a_float", "two_raw_contents"],
+)
+def test_client_mistakes_over_grpc_unary_and_stream(repository, models, case):
+    """Item 12 end to end: the same mistakes through the gRPC servicer, unary and on a
+    stream (admission runs first there): INVALID_ARGUMENT, and the stream and the
+    server keep answering the next good frame."""
+    from splitnet.wire import inference_pb2_grpc as pb_grpc
+
+    good = make_payload(models, UNET)
+    if case == "uint_contents_256":
+        bad = _typed_request([1, 2, 256])
+    elif case == "frame_id_not_an_integer":
+        bad = make_infer_request(UNET, good, parameters={"device_id": "d", "frame_id": "x7"})
+    elif case == "frame_id_a_float":
+        bad = make_infer_request(UNET, good, parameters={"device_id": "d"})
+        bad.parameters["frame_id"].double_param = 1.5
+    else:
+        bad = make_infer_request(UNET, good)
+        bad.raw_input_contents.append(b"more")
+    then = make_infer_request(UNET, good, parameters={"device_id": "d", "frame_id": 1})
+
+    async def body(server, port):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await stub.ModelInfer(bad)
+            unary = e.value.code()
+            call = stub.ModelStreamInfer()
+            await call.write(bad)
+            first = await call.read()
+            await call.write(then)
+            second = await call.read()
+            await call.done_writing()
+            ok = await stub.ModelInfer(then)
+            return unary, first, second, ok
+
+    unary, first, second, ok = run_with_server(repository, models, body)
+    assert unary == grpc.StatusCode.INVALID_ARGUMENT
+    assert first.error_message.startswith("INVALID_ARGUMENT: "), first.error_message
+    assert second.error_message == "" and ok.outputs

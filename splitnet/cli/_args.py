@@ -8,6 +8,10 @@ import json
 from splitnet._errors import ConfigError
 from splitnet._shapes import ShapeError, parse_shape
 
+# the largest --input accepted: 2**28 elements, 1 GiB per float32 frame (a 4K RGB frame
+# has 2.5e7); past it the model's activations cannot fit in memory anyway
+MAX_INPUT_ELEMENTS = 1 << 28
+
 
 def add_model_and_input(parser: argparse.ArgumentParser) -> None:
     """The ``MODEL --input CxHxW`` pair that the model commands share."""
@@ -24,9 +28,77 @@ def add_model_and_input(parser: argparse.ArgumentParser) -> None:
 def input_shape(text: str) -> tuple[int, int, int]:
     """``"3x256x1600"`` -> ``(3, 256, 1600)`` (channels x height x width)."""
     try:
-        return parse_shape(text, dims=3, example="3x256x1600", labels="C x H x W")  # type: ignore[return-value]
+        shape = parse_shape(text, dims=3, example="3x256x1600", labels="C x H x W")
     except ShapeError as e:
         raise argparse.ArgumentTypeError(f"--input {e}") from None
+    c, h, w = shape
+    if c * h * w > MAX_INPUT_ELEMENTS:
+        raise argparse.ArgumentTypeError(
+            f"--input {text} has {c * h * w:.3g} elements; at most {MAX_INPUT_ELEMENTS:,} "
+            f"({MAX_INPUT_ELEMENTS * 4 >> 30} GiB per float32 frame)"
+        )
+    return c, h, w
+
+
+def _net_type(check, *args, **kw):
+    """An argparse ``type=`` from a :mod:`splitnet.wire._net` check (its ConfigError
+    becomes argparse's one-line usage error)."""
+
+    def convert(text: str):
+        try:
+            return check(text, *args, **kw)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = getattr(check, "__name__", "value")
+    return convert
+
+
+def port(text: str) -> int:
+    """``--port``: 0..65535 (0: a free port)."""
+    from splitnet.wire._net import parse_port
+
+    return _net_type(parse_port, option="")(text)
+
+
+def port_or_off(text: str) -> int:
+    """``--metrics-port``: 0..65535, or -1 for off."""
+    from splitnet.wire._net import parse_port
+
+    return -1 if str(text).strip() == "-1" else _net_type(parse_port, option="")(text)
+
+
+def server_list(text: str) -> list[str]:
+    """``"10.0.0.1:8001,[::1]:8001,unix:/run/s"`` -> the addresses, each checked."""
+    from splitnet.wire._net import parse_addresses
+
+    return [a.target for a in _net_type(parse_addresses, option="")(text)]
+
+
+def host(text: str) -> str:
+    """``--host``: an IP address or a host name."""
+    from splitnet.wire._net import check_host
+
+    return _net_type(check_host, option="")(text)
+
+
+def pem_file(text: str) -> str:
+    """A TLS file option: readable and PEM (the pair is checked by ``check_tls_files``)."""
+    from splitnet.wire._net import read_pem
+
+    _net_type(read_pem, "file")(text)
+    return text
+
+
+def writable_file(path: str | None, option: str) -> None:
+    """An output file whose folder exists: checked before the work that would fill it."""
+    from pathlib import Path
+
+    if path in (None, "-"):
+        return
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise ConfigError(f"{option}: folder {parent} does not exist")
 
 
 def int_list(text: str) -> list[int]:
@@ -104,10 +176,15 @@ def apply_config_file(
         action = known[dest]
         if getattr(argv_args, dest) != action.default:
             continue  # the command line wins
-        if isinstance(value, list) and action.type is name_list:
+        if isinstance(value, list) and action.type in (name_list, server_list):
             value = ",".join(map(str, value))
+        if action.type in (port, port_or_off) and isinstance(value, int):
+            value = str(value)
         if action.type is not None and isinstance(value, str):
-            value = action.type(value)
+            try:
+                value = action.type(value)
+            except argparse.ArgumentTypeError as e:
+                raise ConfigError(f"{path}: {key}: {e}") from None
         setattr(argv_args, dest, value)
     return argv_args
 

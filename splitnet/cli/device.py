@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from splitnet._errors import ConfigError, SplitnetError
 from splitnet.cli import _args
@@ -52,9 +53,10 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--server",
-        type=_args.name_list,
+        type=_args.server_list,
         metavar="HOST:PORT[,HOST:PORT...]",
-        help="required, except for a device-only bundle (splitnet export --device-only)",
+        help="required, except for a device-only bundle (splitnet export --device-only); "
+        "[IPV6]:PORT and unix:PATH too",
     )
     p.add_argument(
         "--source",
@@ -74,14 +76,29 @@ def add_parser(sub) -> None:
         "--head-device", default="CPU", help="OpenVINO device that runs the head (default CPU)"
     )
     p.add_argument("--token-file")
-    p.add_argument("--tls-ca", help="the server's CA (PEM): connect with TLS")
-    p.add_argument("--tls-cert", help="client certificate (PEM) for a server that requires mTLS")
-    p.add_argument("--tls-key", help="the client certificate's private key (PEM)")
+    p.add_argument("--tls-ca", type=_args.pem_file, help="the server's CA (PEM): connect with TLS")
+    p.add_argument(
+        "--tls-cert",
+        type=_args.pem_file,
+        help="client certificate (PEM) for a server that requires mTLS",
+    )
+    p.add_argument(
+        "--tls-key", type=_args.pem_file, help="the client certificate's private key (PEM)"
+    )
     p.add_argument(
         "--retry-timeout",
         type=float,
         default=60.0,
         help="give up after this many seconds without a server",
+    )
+    p.add_argument(
+        "--stop-grace",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="on SIGTERM/SIGINT: capture no more, wait up to S seconds for the answers in "
+        "flight; the rest stay in the spool under --out (default 5). Exit 0 on SIGTERM "
+        "(a clean stop for systemd), 130 on SIGINT",
     )
     p.add_argument("--probabilities", action="store_true", help="also fetch class probabilities")
     p.add_argument(
@@ -111,6 +128,19 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give --bundle DIR or --plan PLAN.json, not both")
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    if args.window < 1:
+        raise ConfigError(f"--window must be >= 1, got {args.window}")
+    if args.fps is not None and args.fps <= 0:
+        raise ConfigError(f"--fps must be > 0, got {args.fps:g}")
+    if args.stop_grace < 0:
+        raise ConfigError(f"--stop-grace must be >= 0 s, got {args.stop_grace:g}")
+    if args.retry_timeout <= 0:
+        raise ConfigError(f"--retry-timeout must be > 0 s, got {args.retry_timeout:g}")
+    from splitnet.wire._net import check_tls_files, grpc_target, parse_addresses
+
+    if args.server:
+        grpc_target(parse_addresses(args.server))  # from a --config file too; mixed families
+    check_tls_files(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
     config = DaemonConfig(
         bundle=args.bundle,
         servers=tuple(args.server or ()),
@@ -125,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         retry_timeout_s=args.retry_timeout,
+        stop_grace_s=args.stop_grace,
         probabilities=args.probabilities,
         seed=args.seed,
         emulate_link=parse_link(args.emulate_link) if args.emulate_link else None,
@@ -137,6 +168,12 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(asdict(summary), indent=2) if args.json else summary.format())
     if summary.fatal:
         raise SplitnetError(summary.fatal)
+    if summary.stopped_by:
+        kept = f"; {summary.unacknowledged} unanswered kept in the spool" if args.out else ""
+        print(
+            f"splitnet device: stopped by {summary.stopped_by}{kept}", file=sys.stderr, flush=True
+        )
+        return 130 if summary.stopped_by == "SIGINT" else 0
     return 0
 
 

@@ -65,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # gRPC's informational logs (e.g. about fork handlers) are noise on a terminal
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (2) or --help (0): a code, for callers in-process
+        return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except (SplitnetError, OSError) as e:
@@ -74,6 +77,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except (MemoryError, RuntimeError) as e:
+        # torch's allocator raises RuntimeError (OutOfMemoryError on CUDA): too large an
+        # input or batch is bad input, said in one line; any other RuntimeError is a bug
+        if not _out_of_memory(e):
+            raise
+        print(
+            f"splitnet {args.command}: error: out of memory ({_first_line(e)}); "
+            "try a smaller --input or batch",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return (
+        isinstance(e, MemoryError)
+        or type(e).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in str(e)
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    # torch's: "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't ..."
+    text = text.split("DefaultCPUAllocator: ")[-1]
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

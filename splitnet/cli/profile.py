@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from splitnet._errors import ConfigError
 from splitnet.cli import _args
@@ -90,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--plot writes a PNG file; give a name ending in .png, got {args.plot!r}"
         )
+    for option in ("json", "csv", "plot"):
+        _args.writable_file(getattr(args, option), f"--{option}")
+    if args.bottleneck is not None and not Path(args.bottleneck).is_file():
+        raise ConfigError(f"bottleneck checkpoint not found: {args.bottleneck}")
+    if args.image is not None and not Path(args.image).is_file():
+        raise ConfigError(f"--image: no such file: {args.image}")
     json_only = args.json == "-"
     report = profile_model(
         args.model,

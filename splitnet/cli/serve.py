@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--repository", help="folder of bundles (splitnet export --out DIR/NAME); required"
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--host", type=_args.host, default="127.0.0.1")
+    p.add_argument("--port", type=_args.port, default=8001, help="0-65535 (0: a free port)")
     p.add_argument(
         "--device", default="auto", help="cuda, cpu or auto (default: cuda when present)"
     )
@@ -36,18 +36,23 @@ def add_parser(sub) -> None:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-delay-ms", type=float, default=5.0)
     p.add_argument(
-        "--metrics-port", type=int, default=8002, help="Prometheus port; -1 turns metrics off"
+        "--metrics-port",
+        type=_args.port_or_off,
+        default=8002,
+        help="Prometheus port; -1 turns metrics off",
     )
     p.add_argument(
         "--http-port",
-        type=int,
+        type=_args.port,
         default=None,
         help="also serve KServe v2 REST/HTTP on this port (Triton's is 8000; default: off)",
     )
     p.add_argument("--token-file", help="require 'authorization: Bearer <token in this file>'")
-    p.add_argument("--tls-cert")
-    p.add_argument("--tls-key")
-    p.add_argument("--tls-ca", help="also require client certificates signed by this CA")
+    p.add_argument("--tls-cert", type=_args.pem_file, help="the server's certificate (PEM)")
+    p.add_argument("--tls-key", type=_args.pem_file, help="its private key (PEM)")
+    p.add_argument(
+        "--tls-ca", type=_args.pem_file, help="also require client certificates signed by this CA"
+    )
     p.add_argument("--max-message-mb", type=int, default=64)
     p.add_argument(
         "--max-inflight-bytes",
@@ -76,14 +81,24 @@ def add_parser(sub) -> None:
 def config_from_args(args: argparse.Namespace):
     from splitnet.server import ServerConfig
     from splitnet.server._model_repository import parse_version_policy
+    from splitnet.wire._net import check_tls_files, parse_port
 
     if args.config:
         _args.apply_config_file(args.parser, args, args.config)
     _args.require(args, "repository")
     if args.max_batch < 1:
         raise ConfigError(f"--max-batch must be >= 1, got {args.max_batch}")
-    if args.http_port is not None and not 0 <= args.http_port <= 65535:
-        raise ConfigError(f"--http-port must be a port number (0-65535), got {args.http_port}")
+    # a --config file's values come as they are written: checked here like the flags
+    parse_port(args.port, option="--port")
+    if args.http_port is not None:
+        parse_port(args.http_port, option="--http-port")
+    if args.metrics_port != -1:
+        parse_port(args.metrics_port, option="--metrics-port")
+    if args.max_message_mb < 1:
+        raise ConfigError(f"--max-message-mb must be >= 1, got {args.max_message_mb}")
+    if args.tls_ca is not None and args.tls_cert is None:
+        raise ConfigError("--tls-ca needs --tls-cert and --tls-key")
+    check_tls_files(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
     if args.max_delay_ms < 0:
         raise ConfigError(f"--max-delay-ms must be >= 0, got {args.max_delay_ms}")
     if args.max_inflight_bytes is not None and args.max_inflight_bytes < 1:
@@ -124,15 +139,25 @@ async def _serve(config) -> None:
         flush=True,
     )
     stop = asyncio.Event()
+    stopped_by: list[str] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        stopped_by.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     await stop.wait()
-    print("draining and stopping", flush=True)
+    print(f"{stopped_by[0] if stopped_by else 'stop'}: draining and stopping", flush=True)
     await server.stop()
+    print("stopped", flush=True)
+    return stopped_by[0] if stopped_by else None
 
 
 def run(args: argparse.Namespace) -> int:
-    asyncio.run(_serve(config_from_args(args)))
-    return 0
+    """Exit 0 after SIGTERM (a clean stop for systemd), 130 after SIGINT (Ctrl-C), as
+    ``splitnet device`` does; both drain the calls in flight first."""
+    stopped_by = asyncio.run(_serve(config_from_args(args)))
+    return 130 if stopped_by == "SIGINT" else 0

@@ -50,6 +50,7 @@ from splitnet.wire import (
     stream_infer_method,
 )
 from splitnet.wire import inference_pb2 as pb
+from splitnet.wire._net import grpc_target, parse_addresses, read_pem
 
 __all__ = ["DaemonConfig", "DeviceDaemon", "Summary", "current_bundle", "run_daemon"]
 
@@ -86,6 +87,8 @@ class DaemonConfig:
         tls_cert, tls_key: the client certificate (PEM chain) and its key, for a server
             that requires client certificates (mTLS); both or neither.
         retry_timeout_s: give up when no server answers for this long.
+        stop_grace_s: after SIGTERM/SIGINT, wait this long for the answers in flight
+            (no new frame is captured); what is still unanswered stays in the spool.
         probabilities: ask for class probabilities too.
         seed: seed of the ``synthetic`` source's frames.
         emulate_link: limit the uplink for an experiment: ``"20Mbit/s,15ms"`` (bandwidth,
@@ -111,6 +114,7 @@ class DaemonConfig:
     tls_cert: str | Path | None = None
     tls_key: str | Path | None = None
     retry_timeout_s: float = 60.0
+    stop_grace_s: float = 5.0
     max_message_mb: int = 64
     probabilities: bool = False
     device_id: str | None = None
@@ -145,6 +149,7 @@ class Summary:
     head_ms_mean: float = 0.0
     errors: list[str] = field(default_factory=list)
     fatal: str | None = None  # why the run stopped early (a refused stream, no server)
+    stopped_by: str | None = None  # SIGTERM or SIGINT: a graceful stop, not a failure
     candidates: dict[str, int] = field(default_factory=dict)  # a plan's: answers per candidate
     switches: list[dict] = field(default_factory=list)  # a plan's: when it moved, and why
     version: str = ""  # a folder of versions: the head's version at the end
@@ -249,6 +254,7 @@ class DeviceDaemon:
     def __init__(self, config: DaemonConfig) -> None:
         if not config.servers:
             raise ConfigError("no server address given")
+        self._target = grpc_target(parse_addresses(config.servers))
         if config.bundle is None:
             raise ConfigError("no bundle given (--bundle DIR, or --plan plan.json)")
         if config.window < 1:
@@ -385,23 +391,14 @@ class DeviceDaemon:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
-        hosts = ",".join(cfg.servers)
-        target = (
-            f"ipv4:{hosts}"
-            if len(cfg.servers) > 1 and all(_is_ipv4(s) for s in cfg.servers)
-            else hosts
-        )
-        if len(cfg.servers) > 1 and target == hosts:
-            raise ConfigError(
-                "several --server addresses must be IPv4 host:port (round_robin over them)"
-            )
+        target = self._target
         if cfg.tls_ca or cfg.tls_cert or cfg.tls_key:
             if (cfg.tls_cert is None) != (cfg.tls_key is None):
                 raise ConfigError("a client certificate needs both --tls-cert and --tls-key")
             creds = grpc.ssl_channel_credentials(
-                root_certificates=_read_pem(cfg.tls_ca, "--tls-ca"),
-                private_key=_read_pem(cfg.tls_key, "--tls-key"),
-                certificate_chain=_read_pem(cfg.tls_cert, "--tls-cert"),
+                root_certificates=read_pem(cfg.tls_ca, "--tls-ca"),
+                private_key=read_pem(cfg.tls_key, "--tls-key"),
+                certificate_chain=read_pem(cfg.tls_cert, "--tls-cert"),
             )
             return grpc.aio.secure_channel(target, creds, options=options)
         return grpc.aio.insecure_channel(target, options=options)
@@ -428,10 +425,16 @@ class DeviceDaemon:
         streams = [
             asyncio.create_task(self._stream(stream, i, metadata)) for i in range(len(self._queues))
         ]
+        self._producer: asyncio.Task | None = None
+        self._grace: asyncio.TimerHandle | None = None
         stopped = self._on_signals(asyncio.current_task())
         try:
             await self._requeue_spooled()
-            await self._produce()
+            self._producer = asyncio.create_task(self._produce())
+            # a signal cancels the producer only: the frames in flight are still answered
+            await asyncio.wait([self._producer])
+            if not self._producer.cancelled():
+                self._producer.result()
             await self._drain(streams)
         except asyncio.CancelledError:
             if not stopped:
@@ -441,6 +444,11 @@ class DeviceDaemon:
             raise
         finally:
             self._off_signals()
+            if self._grace is not None:
+                self._grace.cancel()
+            if self._producer is not None:
+                self._producer.cancel()
+                await asyncio.gather(self._producer, return_exceptions=True)
             for t in streams:
                 t.cancel()
             await asyncio.gather(*streams, return_exceptions=True)
@@ -456,10 +464,20 @@ class DeviceDaemon:
         self._signals: list[int] = []
 
         def stop(sig: signal.Signals) -> None:
+            first = not stopped
             stopped.append(sig.name)
-            self._fatal = DeviceError(f"stopped by {sig.name}")
-            if task is not None:
-                task.cancel()
+            if first:
+                # graceful: capture no more, give the answers in flight stop_grace_s
+                self.summary.stopped_by = sig.name
+                log.info("%s: stopping (answers in flight: %d)", sig.name, len(self._pending))
+                if self._producer is not None:
+                    self._producer.cancel()
+                if task is not None:
+                    self._grace = asyncio.get_running_loop().call_later(
+                        max(0.0, self.config.stop_grace_s), task.cancel
+                    )
+            elif task is not None:
+                task.cancel()  # a second signal: stop now
 
         loop = asyncio.get_running_loop()
         for sig, handler, args in (
@@ -815,24 +833,6 @@ def _atomic(path: Path, write) -> None:
     with open(tmp, "wb") as f:
         write(f)
     os.replace(tmp, path)
-
-
-def _read_pem(path: str | Path | None, option: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{option}: cannot read {path}: {e.strerror}") from None
-    if b"-----BEGIN" not in data:
-        raise ConfigError(f"{option}: {path} is not a PEM file")
-    return data
-
-
-def _is_ipv4(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    parts = host.split(".")
-    return port.isdigit() and len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 def run_daemon(config: DaemonConfig) -> Summary:

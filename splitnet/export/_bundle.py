@@ -267,13 +267,12 @@ def export_bundle(
     tgt = get_target(target)
     _codec_section(codec, codec_options or {}, None)  # an unknown codec or option fails now
 
-    steps = ["trace", "convert head", "parity", "export tail", "codec", "manifest"]
+    # traced before the bar starts (under a second): an unknown model, split point or a
+    # missing weights file is a one-line error with no bar in front of it
+    s = _trace_and_split(model, (c, h, w), split, weights, num_classes, model_args)
+    steps = ["convert head", "parity", "export tail", "codec", "manifest"]
     bar = _progress(len(steps), progress)
     try:
-        bar.set_description("trace")
-        s = _trace_and_split(model, (c, h, w), split, weights, num_classes, model_args)
-        bar.update()
-
         bar.set_description("convert head")
         ov_model = _convert_head(s, tgt, bar)
         bar.update()

@@ -25,6 +25,7 @@ from splitnet.server._servicer import InferenceServicer
 from splitnet.wire import inference_pb2 as pb
 from splitnet.wire import inference_pb2_grpc as pb_grpc
 from splitnet.wire import read_token
+from splitnet.wire._net import check_tls_files, listen_error, parse_port
 
 __all__ = ["InferenceServer", "ServerConfig"]
 
@@ -103,6 +104,13 @@ class InferenceServer:
             raise ConfigError("--tls-cert and --tls-key go together")
         if config.tls_ca is not None and config.tls_cert is None:
             raise ConfigError("--tls-ca needs --tls-cert and --tls-key")
+        parse_port(config.port, option="--port")
+        for option, value in (
+            ("--http-port", config.http_port),
+            ("--metrics-port", config.metrics_port),
+        ):
+            if value is not None:
+                parse_port(value, option=option)
         if config.poll_interval_s is not None and config.poll_interval_s <= 0:
             raise ConfigError(f"--poll-interval must be > 0 s, got {config.poll_interval_s}")
         policy = parse_version_policy(config.version_policy)
@@ -172,18 +180,16 @@ class InferenceServer:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
             self._server,
         )
-        address = f"{cfg.host}:{cfg.port}"
-        if cfg.tls_cert:
-            credentials = grpc.ssl_server_credentials(
-                [(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())],
-                root_certificates=Path(cfg.tls_ca).read_bytes() if cfg.tls_ca else None,
-                require_client_auth=cfg.tls_ca is not None,
-            )
-            self.port = self._server.add_secure_port(address, credentials)
-        else:
-            self.port = self._server.add_insecure_port(address)
+        address = f"[{cfg.host}]:{cfg.port}" if ":" in str(cfg.host) else f"{cfg.host}:{cfg.port}"
+        # checked here, not left to gRPC: it says only "failed to bind" for a bad file
+        check_tls_files(cert=cfg.tls_cert, key=cfg.tls_key, ca=cfg.tls_ca)
+        try:
+            self.port = self._bind(address)
+        except RuntimeError:  # grpc's "Failed to bind to address ..."
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot listen on {address}")
+            self._server = None
+            raise OSError(f"cannot listen on {address}: {listen_error(cfg.host, cfg.port)}")
         if cfg.http_port is not None:
             # bound before gRPC starts: a taken port leaves nothing running
             app = create_app(
@@ -217,6 +223,18 @@ class InferenceServer:
             self.device,
             f", REST on :{self.http_port}" if self.http_port else "",
         )
+
+    def _bind(self, address: str) -> int:
+        cfg = self.config
+        assert self._server is not None
+        if cfg.tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())],
+                root_certificates=Path(cfg.tls_ca).read_bytes() if cfg.tls_ca else None,
+                require_client_auth=cfg.tls_ca is not None,
+            )
+            return self._server.add_secure_port(address, credentials)
+        return self._server.add_insecure_port(address)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stops taking calls, lets those in flight finish (``grace`` seconds), shuts down."""
