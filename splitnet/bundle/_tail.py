@@ -37,6 +37,10 @@ def load_tail(bundle_dir: str | os.PathLike, *, verify: bool = True) -> nn.Modul
         raise BundleError(f"manifest lists no checksum for the tail file {m.tail['file']}")
     if not path.resolve().is_relative_to(root.resolve()):
         raise BundleError(f"the tail file {m.tail['file']} leaves the bundle folder {root}")
+    if m.tail.get("format") == "svm-npz":  # a classical tail: arrays evaluated in numpy
+        from splitnet.svm._module import load_svm_module
+
+        return load_svm_module(root, m)
     try:
         return torch.export.load(path).module()
     except Exception as e:

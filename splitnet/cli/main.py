@@ -28,6 +28,7 @@ COMMANDS = (
     "device",
     "publish",
     "calibrate",
+    "fit-svm",
     "demo",
     "train",
     "train-bottleneck",
