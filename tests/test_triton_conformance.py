@@ -85,6 +85,12 @@ s = stats[0]
 assert int(s["inference_count"]) == 3 and 1 <= int(s["execution_count"]) <= 3, s
 assert int(s["inference_stats"]["success"]["count"]) == 3 and int(s["inference_stats"]["queue"]["count"]) == 3, s
 assert int(s["inference_stats"]["compute_infer"]["ns"]) > 0, s
+# perf_analyzer stops ("Server side statistics compute counts must be the same") unless the
+# three compute durations have one count, in the totals and in each batch size's entry
+for part in [s["inference_stats"], *s["batch_stats"]]:
+    counts = {int(part.get(k, {}).get("count", 0)) for k in ("compute_input", "compute_infer", "compute_output")}
+    assert len(counts) == 1 and counts != {0}, s
+assert int(s["inference_stats"]["compute_input"]["ns"]) > 0, s  # the payload's decoding
 
 index = {(m["name"], m.get("version")): m for m in c.get_model_repository_index(as_json=True)["models"]}
 assert index[(unet, "3")]["state"] == "READY", index

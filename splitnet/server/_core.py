@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -370,13 +371,17 @@ class InferenceCore:
             self.metrics.payload_bytes.labels(model.name).observe(len(payload))
         digest = hashlib.blake2b(payload, digest_size=16).digest() if frame_key else b""
         loop = asyncio.get_running_loop()
+        start = time.perf_counter()
         try:
             tensors = await loop.run_in_executor(
                 self._decode_pool, _decode_and_check, model, payload
             )
         except (codec.CodecError, SplitnetError, ValueError) as e:
             raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-        return _Prepared(tensors, wanted, top_k, classification, frame_key, digest, cap, margin)
+        decode_s = time.perf_counter() - start
+        return _Prepared(
+            tensors, wanted, top_k, classification, frame_key, digest, cap, margin, decode_s
+        )
 
     async def _run(
         self, model: TailModel, request: pb.ModelInferRequest, prepared: _Prepared
@@ -391,8 +396,7 @@ class InferenceCore:
             margin=prepared.margin,
         )
         result, stats = await self._batcher_of[model].submit(frame)
-        if self.metrics is not None:
-            self.metrics.observe_batch(model.name, stats)
+        answered = time.perf_counter()
         if model.task == "segmentation" and not wanted:
             wanted = {"mask"}
         response = pb.ModelInferResponse(
@@ -425,6 +429,13 @@ class InferenceCore:
             )
             response.raw_output_contents.append(
                 array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            )
+        if self.metrics is not None:
+            self.metrics.observe_batch(
+                model.name,
+                stats,
+                input_s=prepared.decode_s,
+                output_s=time.perf_counter() - answered,
             )
         return response
 
@@ -477,6 +488,7 @@ class _Prepared:
     digest: bytes
     cap: float | None = None  # min_confidence / min_margin asked for; None: the bundle's
     margin: float | None = None
+    decode_s: float = 0.0  # the payload's decoding and checks (Triton's compute_input)
 
     @property
     def asked(self) -> tuple:

@@ -117,12 +117,14 @@ class Metrics:
                     count = sample.value
         return total, count
 
-    def observe_batch(self, model: str, stats: BatchStats) -> None:
+    def observe_batch(
+        self, model: str, stats: BatchStats, *, input_s: float = 0.0, output_s: float = 0.0
+    ) -> None:
         self.queue_seconds.labels(model).observe(stats.queue_s)
         # one observation per frame: its share of the batch, so the sum is the tail's busy time
         self.compute_seconds.labels(model).observe(stats.compute_s / stats.batch_size)
         self.batch_size.labels(model).observe(stats.batch_size)
-        self.statistics.observe_batch(model, stats)
+        self.statistics.observe_batch(model, stats, input_s=input_s, output_s=output_s)
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int):

@@ -4,6 +4,9 @@ Fed once per answered frame with how it was batched (:class:`BatchStats`): the
 frame's wait in the queue and its share of the batch's compute time, so that
 ``inference_count / execution_count`` is the mean batch size (what shows that
 dynamic batching works) and the compute durations sum to the tail's busy time.
+``compute_input`` is the payload's decoding, ``compute_output`` the building of the
+answer; the three compute durations have the same count, as Triton's do
+(perf_analyzer refuses statistics where they differ).
 """
 
 from __future__ import annotations
@@ -40,8 +43,12 @@ class ModelStats:
     fail: _Duration = field(default_factory=_Duration)
     queue: _Duration = field(default_factory=_Duration)
     compute: _Duration = field(default_factory=_Duration)
-    # batch size -> (frames, compute seconds of those batches)
-    batches: dict[int, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0.0]))
+    compute_input: _Duration = field(default_factory=_Duration)
+    compute_output: _Duration = field(default_factory=_Duration)
+    # batch size -> [frames, compute, input and output seconds of those frames]
+    batches: dict[int, list[float]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0.0, 0.0, 0.0])
+    )
 
     @property
     def execution_count(self) -> int:
@@ -54,7 +61,11 @@ class Statistics:
     def __init__(self) -> None:
         self.models: dict[str, ModelStats] = defaultdict(ModelStats)
 
-    def observe_batch(self, model: str, stats: BatchStats) -> None:
+    def observe_batch(
+        self, model: str, stats: BatchStats, *, input_s: float = 0.0, output_s: float = 0.0
+    ) -> None:
+        """Counts one answered frame: ``stats`` from the batcher, ``input_s`` its decoding,
+        ``output_s`` the building of its answer."""
         s = self.models[model]
         s.last_inference_ms = int(time.time() * 1000)
         s.inference_count += 1
@@ -62,9 +73,13 @@ class Statistics:
         s.success.add(stats.queue_s + stats.compute_s)
         s.queue.add(stats.queue_s)
         s.compute.add(stats.compute_s / stats.batch_size)
+        s.compute_input.add(input_s)
+        s.compute_output.add(output_s)
         entry = s.batches[stats.batch_size]
         entry[0] += 1
         entry[1] += stats.compute_s / stats.batch_size
+        entry[2] += input_s
+        entry[3] += output_s
 
     def count_failure(self, model: str) -> None:
         self.models[model].fail.add(0.0)
@@ -87,9 +102,16 @@ class Statistics:
             d = getattr(s, name)
             getattr(st, name).count, getattr(st, name).ns = d.count, d.ns
         st.compute_infer.count, st.compute_infer.ns = s.compute.count, s.compute.ns
+        st.compute_input.count, st.compute_input.ns = s.compute_input.count, s.compute_input.ns
+        st.compute_output.count, st.compute_output.ns = s.compute_output.count, s.compute_output.ns
         for size in sorted(s.batches):
-            frames, seconds = s.batches[size]
+            frames, seconds, input_s, output_s = s.batches[size]
             batches = round(frames / size)
             b = out.batch_stats.add(batch_size=size)
-            b.compute_infer.count, b.compute_infer.ns = batches, int(seconds * 1e9)
+            for d, total in (
+                (b.compute_infer, seconds),
+                (b.compute_input, input_s),
+                (b.compute_output, output_s),
+            ):
+                d.count, d.ns = batches, int(total * 1e9)
         return out
