@@ -25,7 +25,6 @@ import collections
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,30 +39,12 @@ import numpy as np
 from splitnet.wire import inference_pb2_grpc as pb_grpc
 from splitnet.wire import make_infer_request
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # process helpers
+from _processes import export_small_unet, free_port, rss_mb  # noqa: E402
+
 MIB = 1 << 20
 UNET = "unet-vgg16.encoder.block3.pool"
 OPTIONS = [("grpc.max_send_message_length", 100 * MIB)]
-
-
-def export_repository(root: Path) -> None:
-    from splitnet.export import export_bundle
-
-    export_bundle(
-        "unet-vgg16",
-        input_shape=(3, 32, 64),
-        split="encoder.block3.pool",
-        out_dir=root / "unet",
-        codec="q4",
-        model_args={"width": 0.125},
-        parity_frames=1,
-    )
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Sampler(threading.Thread):
@@ -82,12 +63,6 @@ class Sampler(threading.Thread):
 
     def now(self) -> float:
         return self.samples[-1][0] if self.samples else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(repository: Path, port: int, inflight: int | None, token: Path | None):
@@ -233,7 +208,7 @@ def main() -> None:
     repository = args.repository
     if repository is None:
         repository = tmp / "repo"
-        export_repository(repository)
+        export_small_unet(repository)
     from splitnet.server import load_repository
     from splitnet.server._core import InferenceCore
 

@@ -39,8 +39,10 @@ sys.path.insert(0, str(ROOT / "tests"))  # the fault tests' process helpers
 
 from _processes import (  # noqa: E402
     daemon_process,
+    export_small_unet,
     free_port,
     results,
+    rss_mb,
     serve_process,
     stop,
     tail_runs,
@@ -49,29 +51,6 @@ from _processes import (  # noqa: E402
 from splitnet.wire._faultproxy import FaultProxy  # noqa: E402
 
 MODEL = "unet-vgg16.encoder.block3.pool"
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def export(root: Path) -> Path:
-    from splitnet.export import export_bundle
-
-    export_bundle(
-        "unet-vgg16",
-        input_shape=(3, 32, 64),
-        split="encoder.block3.pool",
-        out_dir=root / "unet",
-        codec="q4",
-        model_args={"width": 0.125},
-        parity_frames=1,
-    )
-    return root
 
 
 async def soak(args, repository: Path, work: Path) -> dict:
@@ -234,7 +213,7 @@ def main(argv=None) -> int:
     args.warmup = min(args.warmup, args.minutes * 60 / 4)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         work = Path(tmp)
-        repository = args.repository or export(work / "repo")
+        repository = args.repository or export_small_unet(work / "repo")
         doc = asyncio.run(soak(args, repository, work))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soak.json").write_text(json.dumps(doc, indent=2) + "\n")

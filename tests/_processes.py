@@ -17,6 +17,31 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "GRPC_VERBOSITY": "ERROR"}
 
 
+def export_small_unet(root: Path) -> Path:
+    """``root/unet``: the small U-Net bundle (q4, width 1/8, 3x32x64) of the server and
+    daemon tests and the flood and soak benchmarks; returns ``root``."""
+    from splitnet.export import export_bundle
+
+    export_bundle(
+        "unet-vgg16",
+        input_shape=(3, 32, 64),
+        split="encoder.block3.pool",
+        out_dir=root / "unet",
+        codec="q4",
+        model_args={"width": 0.125},
+        parity_frames=1,
+    )
+    return root
+
+
+def rss_mb(pid: int) -> float:
+    """The resident set of process ``pid`` in MiB (/proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

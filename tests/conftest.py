@@ -62,18 +62,11 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def repository(tmp_path_factory):
     """A repository with a small U-Net bundle (q4) and a classifier bundle (f16)."""
+    from _processes import export_small_unet
+
     from splitnet.export import export_bundle
 
-    root = tmp_path_factory.mktemp("repo")
-    export_bundle(
-        "unet-vgg16",
-        input_shape=(3, 32, 64),
-        split="encoder.block3.pool",
-        out_dir=root / "unet",
-        codec="q4",
-        model_args={"width": 0.125},
-        parity_frames=1,
-    )
+    root = export_small_unet(tmp_path_factory.mktemp("repo"))
     export_bundle(
         "resnet18",
         input_shape=(3, 32, 32),
