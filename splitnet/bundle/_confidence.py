@@ -84,6 +84,13 @@ def uncertain(top: np.ndarray, cap: float, margin: float) -> bool:
     return first < cap or first - second < margin
 
 
+def confidence_bins(conf: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """The bin (0 .. bins-1) of each confidence, ``bins`` equal widths over [0, 1]
+    (a bin holds its upper edge)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+
+
 def expected_calibration_error(
     probs: np.ndarray, labels: np.ndarray, *, bins: int = ECE_BINS
 ) -> float:
@@ -102,8 +109,7 @@ def expected_calibration_error(
         )
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+    which = confidence_bins(conf, bins)
     ece = 0.0
     for b in range(bins):
         sel = which == b

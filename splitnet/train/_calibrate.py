@@ -20,8 +20,15 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from splitnet._errors import ConfigError
-from splitnet.bundle import MANIFEST_FILE, Confidence, expected_calibration_error, read_manifest
-from splitnet.bundle._confidence import ECE_BINS
+from splitnet.bundle import (
+    MANIFEST_FILE,
+    BundleError,
+    Confidence,
+    Manifest,
+    expected_calibration_error,
+    read_manifest,
+)
+from splitnet.bundle._confidence import ECE_BINS, confidence_bins
 
 __all__ = ["CalibrationResult", "bundle_logits", "calibrate_bundle", "fit_temperature"]
 
@@ -64,7 +71,7 @@ def bundle_logits(bundle_dir, dataset, *, frames: int | None = None, progress: b
     from splitnet.codec import decode
     from splitnet.device import HeadRunner
 
-    manifest = read_manifest(bundle_dir)
+    manifest = read_manifest(bundle_dir, verify=False)  # HeadRunner verifies the files
     if manifest.mode != "split":
         raise ConfigError(f"{bundle_dir} is a {manifest.mode} bundle: calibrate a split bundle")
     head = HeadRunner(bundle_dir, threads=1)
@@ -112,7 +119,7 @@ def calibrate_bundle(
     Raises:
         ConfigError: not a classifier, data of another task or class count, bad settings.
     """
-    manifest = read_manifest(bundle_dir)
+    manifest = read_manifest(bundle_dir, verify=False)  # bundle_logits' HeadRunner verifies
     if manifest.output.kind != "classes":
         raise ConfigError(f"{bundle_dir} is a {manifest.task} bundle: only classifiers calibrate")
     if dataset.task != "classification" or dataset.num_classes != manifest.num_classes:
@@ -130,7 +137,7 @@ def calibrate_bundle(
     }
     try:
         Confidence(**settings)
-    except Exception as e:  # BundleError names the bad value
+    except BundleError as e:  # it names the bad value
         raise ConfigError(str(e).replace("confidence ", "--")) from None
     logits, labels = bundle_logits(bundle_dir, dataset, frames=frames, progress=progress)
     multilabel = manifest.output.multilabel
@@ -148,15 +155,14 @@ def calibrate_bundle(
     }
     confidence = Confidence(temperature=t, report=report, **settings)
     if write:
-        _write_confidence(Path(bundle_dir), confidence)
+        _write_confidence(Path(bundle_dir), manifest, confidence)
     return CalibrationResult(confidence, before, after, labels)
 
 
-def _write_confidence(root: Path, confidence: Confidence) -> None:
+def _write_confidence(root: Path, manifest: Manifest, confidence: Confidence) -> None:
     """Rewrites the manifest with the section, atomically (the files' checksums stay)."""
     from dataclasses import replace
 
-    manifest = read_manifest(root, verify=False)
     new = replace(manifest, confidence=confidence.to_dict())
     tmp = root / (MANIFEST_FILE + ".tmp")
     tmp.write_text(new.to_json(), encoding="utf-8")
@@ -182,7 +188,7 @@ def reliability_plot(
         (result.probs_after, f"after (T={result.confidence.temperature:.2f})", "ece_after"),
     ):
         conf, hit = probs.max(1), probs.argmax(1) == result.labels
-        which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, ECE_BINS - 1)
+        which = confidence_bins(conf)
         acc = [hit[which == b].mean() if (which == b).any() else math.nan for b in range(ECE_BINS)]
         ax.plot(centres, acc, "o-", label=f"{name}, ECE {r[key]:.3f}")
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
