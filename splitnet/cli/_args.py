@@ -13,6 +13,11 @@ from splitnet._shapes import ShapeError, parse_shape
 MAX_INPUT_ELEMENTS = 1 << 28
 
 
+def split_point(text: str) -> int | str:
+    """A ``--split``: an index (``"7"``, ``"-1"``) or a split point's name."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
 def add_model_and_input(parser: argparse.ArgumentParser) -> None:
     """The ``MODEL --input CxHxW`` pair that the model commands share."""
     parser.add_argument("model", help="a registered model name (splitnet models)")

@@ -15,7 +15,11 @@ def add_parser(sub) -> None:
         description=__doc__,
     )
     _args.add_model_and_input(p)
-    p.add_argument("--split", help="split point name or index (splitnet points); required")
+    p.add_argument(
+        "--split",
+        type=_args.split_point,
+        help="split point name or index (splitnet points); required",
+    )
     whole = p.add_mutually_exclusive_group()
     whole.add_argument(
         "--device-only",
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     result = export_bundle(
         args.model,
         input_shape=args.input,
-        split=int(args.split) if args.split.lstrip("-").isdigit() else args.split,
+        split=args.split,
         out_dir=args.out,
         weights=args.weights,
         target=args.target,

@@ -24,7 +24,12 @@ def add_parser(sub) -> None:
         description=__doc__,
     )
     p.add_argument("model", help="a registered model name (splitnet models)")
-    p.add_argument("--split", required=True, help="split point name or index (splitnet points)")
+    p.add_argument(
+        "--split",
+        required=True,
+        type=_args.split_point,
+        help="split point name or index (splitnet points)",
+    )
     p.add_argument(
         "--data", required=True, help="labelled images: folder:DIR or parts:n=...,size=..."
     )
@@ -62,11 +67,10 @@ def run(args: argparse.Namespace) -> int:
         x, _ = open_dataset(spec, subset="all")[0]
         shape = (3, int(x.shape[1]), int(x.shape[2]))
     ds = open_dataset(spec, subset=spec.options.get("subset", "all"), size=shape[1:], channels=3)
-    split = int(args.split) if args.split.lstrip("-").isdigit() else args.split
     out, fit = fit_svm_bundle(
         args.model,
         input_shape=shape,
-        split=split,
+        split=args.split,
         dataset=ds,
         out_dir=args.out,
         pool=args.pool,
