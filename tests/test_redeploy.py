@@ -68,6 +68,7 @@ def test_serve_cli_refuses_a_bad_policy_or_interval(repository, capsys):
     for args, message in (
         (["--version-policy", "newest"], "version policy must be"),
         (["--poll-interval", "0"], "--poll-interval must be > 0"),
+        (["--decode-threads", "0"], "--decode-threads must be >= 1"),
     ):
         assert main(["serve", "--repository", str(repository), *args]) == 2
         err = capsys.readouterr().err
@@ -83,7 +84,7 @@ class _HeldCodec:
 
     def decode(self, *args, **kw):
         self.started += 1
-        self.gate.wait(30)
+        self.gate.wait(120)  # longer than _until's timeout: a missing request fails it
         return self.codec.decode(*args, **kw)
 
 
@@ -110,6 +111,12 @@ def test_poll_serves_a_new_version_and_unloads_the_old_once_its_requests_are_ans
         core = server.core
         v1 = core.models[UNET]
         v1.codec = held = _HeldCodec(v1.codec)
+        try:
+            return await steps(core, v1, held, port)
+        finally:
+            held.gate.set()  # on a failure too: the server's stop waits for the decoders
+
+    async def steps(core, v1, held, port):
         v1_runs, v2_runs = [], []
         _counting(core._batcher_of[v1], v1_runs)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -133,7 +140,12 @@ def test_poll_serves_a_new_version_and_unloads_the_old_once_its_requests_are_ans
             return meta, after, refused.value, still_loaded, answers, ready.ready, runs
 
     meta, after, refused, still_loaded, answers, v1_ready, runs = run_with_server(
-        root, None, body, poll_interval_s=0.05
+        # three decoding threads held by v1's requests, a fourth for the requests after
+        root,
+        None,
+        body,
+        poll_interval_s=0.05,
+        decode_threads=4,
     )
     assert list(meta.versions) == ["2"] and after.model_version == "2"
     assert refused.code() == grpc.StatusCode.NOT_FOUND and "no version '1'" in refused.details()

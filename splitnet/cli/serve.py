@@ -36,6 +36,13 @@ def add_parser(sub) -> None:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-delay-ms", type=float, default=5.0)
     p.add_argument(
+        "--decode-threads",
+        type=int,
+        default=2,
+        metavar="N",
+        help="threads decoding payloads (default 2)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=_args.port_or_off,
         default=8002,
@@ -105,6 +112,8 @@ def config_from_args(args: argparse.Namespace):
         raise ConfigError(f"--max-inflight-bytes must be >= 1, got {args.max_inflight_bytes}")
     if args.poll_interval is not None and args.poll_interval <= 0:
         raise ConfigError(f"--poll-interval must be > 0 s, got {args.poll_interval}")
+    if args.decode_threads < 1:
+        raise ConfigError(f"--decode-threads must be >= 1, got {args.decode_threads}")
     parse_version_policy(args.version_policy)
     return ServerConfig(
         repository=args.repository,
@@ -124,6 +133,7 @@ def config_from_args(args: argparse.Namespace):
         max_inflight_bytes=args.max_inflight_bytes,
         poll_interval_s=args.poll_interval,
         version_policy=args.version_policy,
+        decode_threads=args.decode_threads,
     )
 
 

@@ -61,6 +61,8 @@ class ServerConfig:
             every this many seconds (``None``: only at start and on ``RepositoryModelLoad``).
         version_policy: which versions of each model are loaded: ``latest:N``, ``all``
             or ``specific:V,V`` (see :mod:`splitnet.server._model_repository`).
+        decode_threads: threads that decode and check payloads (entropy decoding runs
+            without the GIL; more threads than cores gain nothing).
     """
 
     repository: str | Path
@@ -82,6 +84,7 @@ class ServerConfig:
     max_stream_inflight: int = 64
     poll_interval_s: float | None = None
     version_policy: str = "latest:1"
+    decode_threads: int = 2
 
 
 def _device(name: str) -> str:
@@ -113,6 +116,8 @@ class InferenceServer:
                 parse_port(value, option=option)
         if config.poll_interval_s is not None and config.poll_interval_s <= 0:
             raise ConfigError(f"--poll-interval must be > 0 s, got {config.poll_interval_s}")
+        if config.decode_threads < 1:
+            raise ConfigError(f"--decode-threads must be >= 1, got {config.decode_threads}")
         policy = parse_version_policy(config.version_policy)
         self.config = config
         self.device = _device(config.device)
@@ -128,6 +133,7 @@ class InferenceServer:
             max_delay_ms=config.max_delay_ms,
             metrics=self.metrics,
             max_inflight_bytes=config.max_inflight_bytes,
+            decode_threads=config.decode_threads,
         )
         self.metrics.requests.known = lambda: self.core.models
         # the protocol without a transport: the gRPC servicer and the REST app share it
