@@ -33,6 +33,7 @@ COMMANDS = (
     "evaluate",
     "rate-accuracy",
     "plan",
+    "index",
 )
 
 
