@@ -244,3 +244,44 @@ def test_index_package_and_hash_are_torch_free(built):
     )
     r = run_without_torch(code, args=(str(built),))
     assert r.returncode == 0, r.stderr
+
+
+def test_mse_scores_match_the_pixel_differences():
+    from splitnet.index._features import thumb_scores
+
+    rng = np.random.default_rng(0)
+    refs = rng.integers(0, 256, (50, 64, 64), dtype=np.uint8)
+    q = refs[7]
+    naive = ((refs.astype(np.float64) - q) ** 2).mean(axis=(1, 2))
+    got = thumb_scores(refs, q, "mse")
+    np.testing.assert_allclose(got, naive, atol=1.0)
+    assert int(np.argmin(got)) == 7
+
+
+def test_bench_index_runs_small(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_index.py"
+    spec = importlib.util.spec_from_file_location("bench_index", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = [
+        "--refs",
+        "24",
+        "--queries",
+        "6",
+        "--ssim-queries",
+        "2",
+        "--timing-refs",
+        "50",
+        "--repeats",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
+    assert mod.main(args) == 0
+    doc = json.loads((tmp_path / "bench_index.json").read_text())
+    assert [r["method"] for r in doc["rows"]] == list(METHODS)
+    assert all(0 <= r["precision_at_1"] <= 1 and r["timing_refs"] == 50 for r in doc["rows"])
+    assert (tmp_path / "bench_index.png").stat().st_size > 0

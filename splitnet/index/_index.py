@@ -31,6 +31,7 @@ from splitnet.index._features import (
     hist_scores,
     histogram,
     image_hash,
+    mse_scores,
     resize,
     thumb_scores,
 )
@@ -81,6 +82,7 @@ class RepresentativeIndex:
     thumbs: np.ndarray
     hist_bins: int = 8
     meta: dict = field(default_factory=dict)
+    _flat: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -110,6 +112,11 @@ class RepresentativeIndex:
             return hist_scores(
                 self.hist, histogram(small, self.colour_space, self.hist_bins), method
             )
+        if method == "mse":
+            if self._flat is None:  # float32 rows and their squared norms, kept per index
+                flat = self.thumbs.reshape(len(self), -1).astype(np.float32)
+                self._flat = (flat, np.einsum("ij,ij->i", flat, flat))
+            return mse_scores(*self._flat, grey(small))
         return thumb_scores(self.thumbs, grey(small), method)
 
     def hash_scores(self, method: str, packed: np.ndarray) -> np.ndarray:
