@@ -25,6 +25,13 @@ from splitnet.server._admission import (
 from splitnet.server._batcher import DynamicBatcher
 from splitnet.server._metrics import UNKNOWN_MODEL, Metrics
 from splitnet.server._repository import FrameInput, TailModel
+from splitnet.server._representatives import (
+    HASH_PARAMETER,
+    RESPONSE_PARAMETER,
+    RepresentativeQuery,
+    Representatives,
+    candidate_classes,
+)
 from splitnet.wire import (
     PAYLOAD_INPUT,
     get_parameter,
@@ -111,8 +118,10 @@ class InferenceCore:
         metrics: Metrics | None = None,
         decode_threads: int = 2,
         max_inflight_bytes: int | None = None,
+        representatives: Representatives | None = None,
     ) -> None:
         self.models = dict(models)  # the default version of each name (see ``versions``)
+        self.representatives = representatives  # serve --index (see _representatives)
         self.metrics = metrics
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._compute_pool = ThreadPoolExecutor(1, thread_name_prefix="tail")
@@ -361,6 +370,7 @@ class InferenceCore:
                 grpc.StatusCode.INVALID_ARGUMENT, f"top_k must be a positive integer, got {top_k!r}"
             )
         classification = _classification(model, request)
+        representative = _representative_query(self.representatives, model, request)
         frame_key = _frame_key(request)
         payload = _payload(request)
         if self.metrics is not None:
@@ -373,7 +383,7 @@ class InferenceCore:
             )
         except (codec.CodecError, SplitnetError, ValueError) as e:
             raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-        return _Prepared(tensors, wanted, top_k, classification, frame_key, digest)
+        return _Prepared(tensors, wanted, top_k, classification, frame_key, digest, representative)
 
     async def _run(
         self, model: TailModel, request: pb.ModelInferRequest, prepared: _Prepared
@@ -402,6 +412,11 @@ class InferenceCore:
         set_parameter(response.parameters, "queue_ms", f"{stats.queue_s * 1000:.3f}")
         set_parameter(response.parameters, "compute_ms", f"{stats.compute_s * 1000:.3f}")
         set_parameter(response.parameters, "batch_size", stats.batch_size)
+        if prepared.representative is not None:
+            candidates = candidate_classes(result["classes"], result["probabilities"], top_k)
+            names = model.manifest.output.class_names
+            doc = self.representatives.attach(prepared.representative, candidates, names)
+            set_parameter(response.parameters, RESPONSE_PARAMETER, doc)
         for name, array in result.items():
             if wanted and name not in wanted:  # asked-for outputs only
                 continue
@@ -470,12 +485,27 @@ class _Prepared:
     classification: dict[str, int]  # output name -> class count
     frame_key: tuple[str, int] | None
     digest: bytes
+    representative: RepresentativeQuery | None = None
 
     @property
     def asked(self) -> tuple:
         """What shapes the answer besides the payload: a frame re-sent with other
         outputs asked for is not answered from the cache."""
         return self.top_k, tuple(sorted(self.wanted)), tuple(sorted(self.classification.items()))
+
+
+def _representative_query(
+    representatives: Representatives | None, model: TailModel, request: pb.ModelInferRequest
+) -> RepresentativeQuery | None:
+    """The request's frame hash for representative search; INVALID_ARGUMENT when bad."""
+    if representatives is None:
+        if get_parameter(request.parameters, HASH_PARAMETER) is not None:
+            raise InferError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{HASH_PARAMETER}: this server has no representative index (serve --index)",
+            )
+        return None
+    return representatives.parse(request.parameters, model.task)
 
 
 def _positive_int(value) -> bool:

@@ -60,6 +60,9 @@ class ServerConfig:
             every this many seconds (``None``: only at start and on ``RepositoryModelLoad``).
         version_policy: which versions of each model are loaded: ``latest:N``, ``all``
             or ``specific:V,V`` (see :mod:`splitnet.server._model_repository`).
+        index: a representative index (``splitnet index build``): classification
+            answers to requests carrying a frame hash get the nearest reference of each
+            top-k class (see :mod:`splitnet.server._representatives`).
     """
 
     repository: str | Path
@@ -81,6 +84,7 @@ class ServerConfig:
     max_stream_inflight: int = 64
     poll_interval_s: float | None = None
     version_policy: str = "latest:1"
+    index: str | Path | None = None
 
 
 def _device(name: str) -> str:
@@ -114,12 +118,18 @@ class InferenceServer:
             else load_repository(config.repository, device=self.device, precision=config.precision)
         )
         self.metrics = Metrics.create()
+        representatives = None
+        if config.index is not None:
+            from splitnet.server._representatives import Representatives
+
+            representatives = Representatives.load(config.index)
         self.core = InferenceCore(
             self.models,
             max_batch=config.max_batch,
             max_delay_ms=config.max_delay_ms,
             metrics=self.metrics,
             max_inflight_bytes=config.max_inflight_bytes,
+            representatives=representatives,
         )
         self.metrics.requests.known = lambda: self.core.models
         # the protocol without a transport: the gRPC servicer and the REST app share it
