@@ -133,3 +133,36 @@ def test_serve_with_a_missing_index_is_a_one_line_error(repository, models, tmp_
 
     with pytest.raises(IndexError_, match="no index.json"):
         InferenceServer(server_config(repository, index=str(tmp_path)), models=models)
+
+
+def test_representatives_over_rest(repository, models, index_dir):
+    import httpx
+
+    params = frame_hash_parameters(np.zeros((32, 32, 3), np.uint8), "phash")
+    payload = make_payload(models, RESNET)
+
+    def doc(p):
+        return {
+            "parameters": {**p, "top_k": 2},
+            "inputs": [
+                {
+                    "name": "payload",
+                    "datatype": "UINT8",
+                    "shape": [len(payload)],
+                    "data": list(payload),
+                }
+            ],
+        }
+
+    async def body(server, port):
+        url = f"http://127.0.0.1:{server.http_port}/v2/models/{RESNET}/infer"
+        async with httpx.AsyncClient() as c:
+            ok = await c.post(url, json=doc(params))
+            bad = await c.post(url, json=doc({**params, "index_hash": "0"}))
+        return ok, bad
+
+    ok, bad = run_with_server(repository, models, body, index=str(index_dir), http_port=0)
+    assert ok.status_code == 200, ok.text
+    reps = json.loads(ok.json()["parameters"]["representatives"])
+    assert len(reps) == 2 and all(len(e["representatives"]) <= 1 for e in reps)
+    assert bad.status_code == 400 and "hex" in bad.json()["error"]
