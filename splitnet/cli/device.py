@@ -107,6 +107,15 @@ def add_parser(sub) -> None:
         help="for experiments: limit the uplink to BANDWIDTH with a one-way DELAY each way, "
         "e.g. 20Mbit/s,15ms (a token bucket in the daemon)",
     )
+    p.add_argument(
+        "--attach-hash",
+        nargs="?",
+        const="phash",
+        default=None,
+        metavar="METHOD",
+        help="send each frame's perceptual hash (ahash, phash, dhash, whash, colorhash; "
+        "default phash) for the server's representative search (serve --index)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run, parser=p)
 
@@ -126,6 +135,13 @@ def run(args: argparse.Namespace) -> int:
         _args.require(args, "server")
         if args.bundle is not None:
             raise ConfigError("give --bundle DIR or --plan PLAN.json, not both")
+    if args.attach_hash is not None:
+        from splitnet.index import HASH_METHODS
+
+        if args.attach_hash not in HASH_METHODS:
+            raise ConfigError(
+                f"--attach-hash {args.attach_hash!r}: valid methods: {', '.join(HASH_METHODS)}"
+            )
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     if args.window < 1:
@@ -163,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         hysteresis=args.hysteresis,
         dwell_s=args.dwell,
         probe_interval_s=args.probe_interval,
+        attach_hash=args.attach_hash,
     )
     summary = run_daemon(config)
     print(json.dumps(asdict(summary), indent=2) if args.json else summary.format())

@@ -35,6 +35,7 @@ COMMANDS = (
     "evaluate",
     "rate-accuracy",
     "plan",
+    "index",
 )
 
 

@@ -82,6 +82,13 @@ def add_parser(sub) -> None:
         help="versions loaded per model: latest:N, all or specific:V,V (default latest:1; "
         "latest:2 keeps the previous tail for devices still on the previous head)",
     )
+    p.add_argument(
+        "--index",
+        metavar="INDEX",
+        help="a representative index (splitnet index build): a classification request "
+        "carrying a frame hash (splitnet device --attach-hash) gets the nearest reference "
+        "of each top-k class in the response parameter 'representatives'",
+    )
     p.set_defaults(func=run, parser=p)
 
 
@@ -134,6 +141,7 @@ def config_from_args(args: argparse.Namespace):
         poll_interval_s=args.poll_interval,
         version_policy=args.version_policy,
         decode_threads=args.decode_threads,
+        index=args.index,
     )
 
 

@@ -98,6 +98,9 @@ class DaemonConfig:
             runs its bundles and moves between them as the link changes
             (:class:`~splitnet.device.AdaptiveDaemon`).
         hysteresis, dwell_s, probe_interval_s: how it moves (see :mod:`splitnet.device._adapt`).
+        attach_hash: send each frame's perceptual hash by this imagehash method
+            (``phash``, ...) for the server's representative search (``serve --index``);
+            the answer's ``representatives`` go into the result JSON.
     """
 
     bundle: str | Path | None = None
@@ -124,6 +127,7 @@ class DaemonConfig:
     hysteresis: float = 0.15
     dwell_s: float = 0.5
     probe_interval_s: float = 0.25
+    attach_hash: str | None = None
 
 
 @dataclass
@@ -197,6 +201,14 @@ class Head:
     manifest: object
     model_name: str
     version: str = ""
+
+
+def frame_hash_parameters(frame: np.ndarray, method: str) -> dict[str, str]:
+    """The request parameters of a frame's hash for the server's representative search
+    (torch-free: numpy, PIL and imagehash)."""
+    from splitnet.index import image_hash
+
+    return {"index_hash": image_hash(frame, method).tobytes().hex(), "index_method": method}
 
 
 def current_bundle(path: str | Path) -> tuple[Path, str]:
@@ -588,11 +600,14 @@ class DeviceDaemon:
             if self.config.probabilities and self.manifest.task == "segmentation"
             else None
         )
+        parameters = {"device_id": self.device_id, "frame_id": frame_id}
+        if self.config.attach_hash:
+            parameters.update(frame_hash_parameters(frame, self.config.attach_hash))
         return encode_infer_request(
             head.model_name,
             payload,
             request_id=f"{self.device_id}/{frame_id}",
-            parameters={"device_id": self.device_id, "frame_id": frame_id},
+            parameters=parameters,
             outputs=outputs,
             model_version=head.version,
         )
@@ -740,7 +755,10 @@ class DeviceDaemon:
                 self.summary.versions[version] = self.summary.versions.get(version, 0) + 1
             self._latencies.append(time.perf_counter() - p.captured)
             if self.out is not None:
-                self._write_result(p.frame_id, output_arrays(response.infer_response))
+                reps = get_parameter(params, "representatives")
+                self._write_result(
+                    p.frame_id, output_arrays(response.infer_response), representatives=reps
+                )
         self._version_of.pop(p.frame_id, None)
         if self.spool is not None:
             self.spool.ack(p.frame_id)  # after the result: a kill in between writes it once
@@ -755,7 +773,9 @@ class DeviceDaemon:
         version = self._version_of.get(frame_id)
         return {"version": version} if version else {}
 
-    def _write_result(self, frame_id: int, outputs: dict[str, np.ndarray]) -> None:
+    def _write_result(
+        self, frame_id: int, outputs: dict[str, np.ndarray], *, representatives: str | None = None
+    ) -> None:
         tags = self._result_tags(frame_id)
         if "mask" in outputs:
             from PIL import Image, PngImagePlugin
@@ -785,6 +805,8 @@ class DeviceDaemon:
             }
             if "uncertain" in outputs:  # the server's abstain flag (calibrated bundles)
                 doc["uncertain"] = bool(outputs["uncertain"].reshape(-1)[0])
+            if representatives is not None:
+                doc["representatives"] = json.loads(representatives)
             _atomic(self.out / f"{frame_id:08d}.json", lambda f: f.write(json.dumps(doc).encode()))
 
     def _finish(self, elapsed: float) -> None:

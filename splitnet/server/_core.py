@@ -26,6 +26,13 @@ from splitnet.server._admission import (
 from splitnet.server._batcher import DynamicBatcher
 from splitnet.server._metrics import UNKNOWN_MODEL, Metrics
 from splitnet.server._repository import FrameInput, TailModel
+from splitnet.server._representatives import (
+    HASH_PARAMETER,
+    RESPONSE_PARAMETER,
+    RepresentativeQuery,
+    Representatives,
+    candidate_classes,
+)
 from splitnet.wire import (
     PAYLOAD_INPUT,
     get_parameter,
@@ -112,8 +119,10 @@ class InferenceCore:
         metrics: Metrics | None = None,
         decode_threads: int = 2,
         max_inflight_bytes: int | None = None,
+        representatives: Representatives | None = None,
     ) -> None:
         self.models = dict(models)  # the default version of each name (see ``versions``)
+        self.representatives = representatives  # serve --index (see _representatives)
         self.metrics = metrics
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._compute_pool = ThreadPoolExecutor(1, thread_name_prefix="tail")
@@ -365,6 +374,7 @@ class InferenceCore:
         cap = _fraction(request, "min_confidence")
         margin = _fraction(request, "min_margin")
         classification = _classification(model, request)
+        representative = _representative_query(self.representatives, model, request)
         frame_key = _frame_key(request)
         payload = _payload(request)
         if self.metrics is not None:
@@ -380,7 +390,16 @@ class InferenceCore:
             raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         decode_s = time.perf_counter() - start
         return _Prepared(
-            tensors, wanted, top_k, classification, frame_key, digest, cap, margin, decode_s
+            tensors,
+            wanted,
+            top_k,
+            classification,
+            frame_key,
+            digest,
+            cap,
+            margin,
+            decode_s,
+            representative,
         )
 
     async def _run(
@@ -411,6 +430,11 @@ class InferenceCore:
         set_parameter(response.parameters, "queue_ms", f"{stats.queue_s * 1000:.3f}")
         set_parameter(response.parameters, "compute_ms", f"{stats.compute_s * 1000:.3f}")
         set_parameter(response.parameters, "batch_size", stats.batch_size)
+        if prepared.representative is not None:
+            candidates = candidate_classes(result["classes"], result["probabilities"], top_k)
+            names = model.manifest.output.class_names
+            doc = self.representatives.attach(prepared.representative, candidates, names)
+            set_parameter(response.parameters, RESPONSE_PARAMETER, doc)
         for name, array in result.items():
             if wanted and name not in wanted:  # asked-for outputs only
                 continue
@@ -489,6 +513,7 @@ class _Prepared:
     cap: float | None = None  # min_confidence / min_margin asked for; None: the bundle's
     margin: float | None = None
     decode_s: float = 0.0  # the payload's decoding and checks (Triton's compute_input)
+    representative: RepresentativeQuery | None = None
 
     @property
     def asked(self) -> tuple:
@@ -501,6 +526,20 @@ class _Prepared:
             self.cap,
             self.margin,
         )
+
+
+def _representative_query(
+    representatives: Representatives | None, model: TailModel, request: pb.ModelInferRequest
+) -> RepresentativeQuery | None:
+    """The request's frame hash for representative search; INVALID_ARGUMENT when bad."""
+    if representatives is None:
+        if get_parameter(request.parameters, HASH_PARAMETER) is not None:
+            raise InferError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{HASH_PARAMETER}: this server has no representative index (serve --index)",
+            )
+        return None
+    return representatives.parse(request.parameters, model.task)
 
 
 def _positive_int(value) -> bool:

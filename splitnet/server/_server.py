@@ -63,6 +63,9 @@ class ServerConfig:
             or ``specific:V,V`` (see :mod:`splitnet.server._model_repository`).
         decode_threads: threads that decode and check payloads (entropy decoding runs
             without the GIL; more threads than cores gain nothing).
+        index: a representative index (``splitnet index build``): classification
+            answers to requests carrying a frame hash get the nearest reference of each
+            top-k class (see :mod:`splitnet.server._representatives`).
     """
 
     repository: str | Path
@@ -85,6 +88,7 @@ class ServerConfig:
     poll_interval_s: float | None = None
     version_policy: str = "latest:1"
     decode_threads: int = 2
+    index: str | Path | None = None
 
 
 def _device(name: str) -> str:
@@ -127,6 +131,11 @@ class InferenceServer:
             else load_repository(config.repository, device=self.device, precision=config.precision)
         )
         self.metrics = Metrics.create()
+        representatives = None
+        if config.index is not None:
+            from splitnet.server._representatives import Representatives
+
+            representatives = Representatives.load(config.index)
         self.core = InferenceCore(
             self.models,
             max_batch=config.max_batch,
@@ -134,6 +143,7 @@ class InferenceServer:
             metrics=self.metrics,
             max_inflight_bytes=config.max_inflight_bytes,
             decode_threads=config.decode_threads,
+            representatives=representatives,
         )
         self.metrics.requests.known = lambda: self.core.models
         # the protocol without a transport: the gRPC servicer and the REST app share it
