@@ -23,6 +23,7 @@ from splitnet.server._admission import (
     max_request_bytes,
 )
 from splitnet.server._batcher import DynamicBatcher
+from splitnet.server._explain import ExplainError, HeatmapRequest, check_heatmap_request
 from splitnet.server._metrics import UNKNOWN_MODEL, Metrics
 from splitnet.server._repository import FrameInput, TailModel
 from splitnet.wire import (
@@ -348,7 +349,7 @@ class InferenceCore:
     async def _prepare(self, model: TailModel, request: pb.ModelInferRequest) -> _Prepared:
         """Every check of ``request``, cheap ones first, then the payload's decoding."""
         wanted = {o.name for o in request.outputs}
-        valid = {name for name, _, _ in model.output_metadata()}
+        valid = {name for name, _, _ in model.output_metadata()} | {"heatmap"}
         unknown = wanted - valid
         if unknown:
             raise InferError(
@@ -363,6 +364,10 @@ class InferenceCore:
             )
         cap = _fraction(request, "min_confidence")
         margin = _fraction(request, "min_margin")
+        try:
+            heatmap = check_heatmap_request(model, wanted, request.parameters)
+        except ExplainError as e:
+            raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         classification = _classification(model, request)
         frame_key = _frame_key(request)
         payload = _payload(request)
@@ -376,7 +381,9 @@ class InferenceCore:
             )
         except (codec.CodecError, SplitnetError, ValueError) as e:
             raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-        return _Prepared(tensors, wanted, top_k, classification, frame_key, digest, cap, margin)
+        return _Prepared(
+            tensors, wanted, top_k, classification, frame_key, digest, cap, margin, heatmap
+        )
 
     async def _run(
         self, model: TailModel, request: pb.ModelInferRequest, prepared: _Prepared
@@ -389,6 +396,9 @@ class InferenceCore:
             top_k=max(top_k, *prepared.classification.values(), 0),
             cap=prepared.cap,
             margin=prepared.margin,
+            heatmap=prepared.heatmap.wanted,
+            heatmap_class=prepared.heatmap.target,
+            heatmap_layer=prepared.heatmap.layer,
         )
         result, stats = await self._batcher_of[model].submit(frame)
         if self.metrics is not None:
@@ -417,7 +427,7 @@ class InferenceCore:
                 response.outputs.add(name=name, datatype="BYTES", shape=[len(items)])
                 response.raw_output_contents.append(serialize_bytes(items))
                 continue
-            if model.task != "segmentation":
+            if model.task != "segmentation" and name != "heatmap":
                 array = array[:top_k]  # a class_count asked for more than top_k
             array = np.ascontiguousarray(array)
             response.outputs.add(
@@ -477,6 +487,7 @@ class _Prepared:
     digest: bytes
     cap: float | None = None  # min_confidence / min_margin asked for; None: the bundle's
     margin: float | None = None
+    heatmap: HeatmapRequest = HeatmapRequest()
 
     @property
     def asked(self) -> tuple:
@@ -488,6 +499,7 @@ class _Prepared:
             tuple(sorted(self.classification.items())),
             self.cap,
             self.margin,
+            self.heatmap,
         )
 
 
