@@ -24,6 +24,7 @@ from splitnet.server._admission import (
     max_request_bytes,
 )
 from splitnet.server._batcher import DynamicBatcher
+from splitnet.server._explain import ExplainError, HeatmapRequest, check_heatmap_request
 from splitnet.server._metrics import UNKNOWN_MODEL, Metrics
 from splitnet.server._repository import FrameInput, TailModel
 from splitnet.server._representatives import (
@@ -358,7 +359,7 @@ class InferenceCore:
     async def _prepare(self, model: TailModel, request: pb.ModelInferRequest) -> _Prepared:
         """Every check of ``request``, cheap ones first, then the payload's decoding."""
         wanted = {o.name for o in request.outputs}
-        valid = {name for name, _, _ in model.output_metadata()}
+        valid = {name for name, _, _ in model.output_metadata()} | {"heatmap"}
         unknown = wanted - valid
         if unknown:
             raise InferError(
@@ -373,6 +374,10 @@ class InferenceCore:
             )
         cap = _fraction(request, "min_confidence")
         margin = _fraction(request, "min_margin")
+        try:
+            heatmap = check_heatmap_request(model, wanted, request.parameters)
+        except ExplainError as e:
+            raise InferError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         classification = _classification(model, request)
         representative = _representative_query(self.representatives, model, request)
         frame_key = _frame_key(request)
@@ -400,6 +405,7 @@ class InferenceCore:
             margin,
             decode_s,
             representative,
+            heatmap,
         )
 
     async def _run(
@@ -413,6 +419,9 @@ class InferenceCore:
             top_k=max(top_k, *prepared.classification.values(), 0),
             cap=prepared.cap,
             margin=prepared.margin,
+            heatmap=prepared.heatmap.wanted,
+            heatmap_class=prepared.heatmap.target,
+            heatmap_layer=prepared.heatmap.layer,
         )
         result, stats = await self._batcher_of[model].submit(frame)
         answered = time.perf_counter()
@@ -445,7 +454,7 @@ class InferenceCore:
                 response.outputs.add(name=name, datatype="BYTES", shape=[len(items)])
                 response.raw_output_contents.append(serialize_bytes(items))
                 continue
-            if model.task != "segmentation":
+            if model.task != "segmentation" and name != "heatmap":
                 array = array[:top_k]  # a class_count asked for more than top_k
             array = np.ascontiguousarray(array)
             response.outputs.add(
@@ -514,6 +523,7 @@ class _Prepared:
     margin: float | None = None
     decode_s: float = 0.0  # the payload's decoding and checks (Triton's compute_input)
     representative: RepresentativeQuery | None = None
+    heatmap: HeatmapRequest = HeatmapRequest()
 
     @property
     def asked(self) -> tuple:
@@ -525,6 +535,7 @@ class _Prepared:
             tuple(sorted(self.classification.items())),
             self.cap,
             self.margin,
+            self.heatmap,
         )
 
 

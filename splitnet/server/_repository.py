@@ -31,6 +31,9 @@ class FrameInput:
     top_k: int = 5
     cap: float | None = None  # a classifier's abstain cap and margin; None: the bundle's
     margin: float | None = None
+    heatmap: bool = False  # the ``heatmap`` output (see splitnet.server._explain)
+    heatmap_class: int | None = None  # None: the most probable class
+    heatmap_layer: str | None = None  # None: the bundle's (the last conv block)
 
 
 class TailModel:
@@ -130,8 +133,14 @@ class TailModel:
                 logits = self.module(*inputs)
             logits = logits.float()
             if self.task == "segmentation":
-                return self._masks(logits, frames)
-            return self._classes(logits, frames)
+                results = self._masks(logits, frames)
+            else:
+                results = self._classes(logits, frames)
+        if any(f.heatmap for f in frames):
+            from splitnet.server._explain import add_heatmaps
+
+            add_heatmaps(self, frames, results)
+        return results
 
     def _masks(
         self, logits: torch.Tensor, frames: Sequence[FrameInput]
@@ -143,12 +152,12 @@ class TailModel:
         else:
             mask = idx
         mask = mask.to(torch.uint8).cpu().numpy()
-        want = [f.probabilities for f in frames]
+        want = [f.probabilities or f.heatmap for f in frames]
         probs_np = probs.cpu().numpy() if any(want) else None
         results = []
         for i, f in enumerate(frames):
             r = {"mask": mask[i]}
-            if f.probabilities:
+            if f.probabilities or f.heatmap:
                 r["probabilities"] = probs_np[i]
             results.append(r)
         return results
