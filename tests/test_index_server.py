@@ -83,6 +83,29 @@ def test_answers_carry_the_nearest_reference_of_each_top_k_class(repository, mod
         assert rep["id"] == idx.ids[best] and rep["score"] == scores[best]
 
 
+def test_a_frame_re_sent_with_a_hash_is_not_answered_from_the_cache_without_one(
+    repository, models, index_dir
+):
+    """The answer cache (device_id/frame_id) keys on the hash too: a re-sent frame that
+    now asks for representatives gets them."""
+    image = np.random.default_rng(6).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    frame = {"device_id": "cam", "frame_id": 7}
+    payload = make_payload(models, RESNET)
+
+    async def body(server, port):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            plain = make_infer_request(RESNET, payload, parameters=frame)
+            hashed = make_infer_request(
+                RESNET, payload, parameters={**frame, **frame_hash_parameters(image, "dhash")}
+            )
+            return await stub.ModelInfer(plain), await stub.ModelInfer(hashed)
+
+    first, again = run_with_server(repository, models, body, index=str(index_dir))
+    assert "representatives" not in first.parameters
+    assert json.loads(get_parameter(again.parameters, "representatives"))
+
+
 def test_hash_without_an_index_is_invalid_argument(repository, models):
     params = frame_hash_parameters(np.zeros((32, 32, 3), np.uint8), "phash")
 

@@ -536,6 +536,9 @@ class _Prepared:
             self.cap,
             self.margin,
             self.heatmap,
+            None
+            if self.representative is None
+            else (self.representative.method, self.representative.packed.tobytes()),
         )
 
 
