@@ -401,11 +401,11 @@ class InferenceCore:
             classification,
             frame_key,
             digest,
-            cap,
-            margin,
-            decode_s,
-            representative,
-            heatmap,
+            cap=cap,
+            margin=margin,
+            decode_s=decode_s,
+            representative=representative,
+            heatmap=heatmap,
         )
 
     async def _run(
