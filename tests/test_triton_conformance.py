@@ -114,6 +114,12 @@ scores = [float(t.decode().split(":")[0]) for t in top]
 assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1, top
 assert [int(t.decode().split(":")[1]) for t in top] == list(infer(resnet, resnet_payload).as_numpy("classes")[:3])
 assert "StatusCode.INVALID_ARGUMENT" in status(lambda: infer(unet, unet_payload, outputs=[tc.InferRequestedOutput("mask", class_count=2)]))
+# heatmaps (issue 15): Grad-CAM as a UINT8 output; a segmentation tail's are its probability maps
+heat = infer(resnet, resnet_payload, outputs=[tc.InferRequestedOutput("heatmap")], parameters={"heatmap_class": 1}).as_numpy("heatmap")
+assert heat.shape == (1, 32, 32) and heat.dtype == np.uint8 and heat.max() in (0, 255), heat.max()
+maps = infer(unet, unet_payload, outputs=[tc.InferRequestedOutput("heatmap")]).as_numpy("heatmap")
+assert maps.dtype == np.uint8 and maps.shape[1:] == (32, 64), maps.shape
+assert "StatusCode.INVALID_ARGUMENT" in status(lambda: infer(resnet, resnet_payload, outputs=[tc.InferRequestedOutput("heatmap")], parameters={"heatmap_layer": "nope"}))
 ready = [m["name"] for m in c.get_model_repository_index(as_json=True)["models"] if m.get("state") == "READY"]
 assert sorted(ready) == sorted([unet, resnet]), ready
 c.unload_model(resnet)
@@ -230,6 +236,41 @@ def test_open_health_watch_ends_at_shutdown(repository, models):
         health_pb2.HealthCheckResponse.NOT_SERVING,
     )
     assert statuses == [serving, not_serving] and code == grpc.StatusCode.OK, (statuses, code)
+
+
+def test_a_watch_whose_write_is_in_flight_at_shutdown_still_sees_not_serving():
+    """Regression: ``close`` set "closing" before NOT_SERVING, so a watch that was writing
+    SERVING when shutdown began ended its call without ever writing NOT_SERVING."""
+    from splitnet.server._health import HealthServicer
+
+    class _Context:
+        def __init__(self):
+            self.written, self.gate = [], asyncio.Event()
+
+        async def write(self, response):
+            self.written.append(response.status)
+            if len(self.written) == 1:
+                await self.gate.wait()  # the first write is still in flight when close begins
+
+    async def main():
+        health, context = HealthServicer(), _Context()
+        watch = asyncio.ensure_future(
+            health.Watch(health_pb2.HealthCheckRequest(service=""), context)
+        )
+        while not context.written:
+            await asyncio.sleep(0)
+        close = asyncio.ensure_future(health.close())
+        for _ in range(10):
+            await asyncio.sleep(0)
+        context.gate.set()
+        await asyncio.wait_for(asyncio.gather(watch, close), 5)
+        return context.written
+
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    assert asyncio.run(main()) == [serving, not_serving]
 
 
 def test_metrics_port_answers_metrics_only(repository, models):

@@ -316,6 +316,16 @@ def _tritonclient_http(port: int, unet_payload: bytes, resnet_payload: bytes) ->
         and len(r.as_numpy("probabilities")) == 2
     )
 
+    # heatmaps (issue 15): Grad-CAM as a UINT8 output, its class as a request parameter
+    out = [th.InferRequestedOutput("heatmap"), th.InferRequestedOutput("classes")]
+    r = infer(RESNET, resnet_payload, outputs=out, parameters={"heatmap_class": 2})
+    heat = r.as_numpy("heatmap")
+    assert heat.shape == (1, 32, 32) and heat.dtype == np.uint8 and heat.max() in (0, 255), (
+        heat.shape
+    )
+    bad = {"heatmap_layer": "nope"}
+    assert status(lambda: infer(RESNET, resnet_payload, outputs=out, parameters=bad)) == "400"
+
     c.unload_model(RESNET)
     assert not c.is_model_ready(RESNET) and c.is_model_ready(UNET)
     assert status(lambda: infer(RESNET, resnet_payload)) == "404"

@@ -28,6 +28,7 @@ COMMANDS = (
     "device",
     "publish",
     "calibrate",
+    "explain",
     "fit-svm",
     "demo",
     "train",

@@ -26,6 +26,7 @@ class HealthServicer(health.aio.HealthServicer):
                     if status != last:
                         await context.write(_pb.HealthCheckResponse(status=status))
                         last = status
+                        continue  # the status may have changed during the write: look again
                     if self._closing:
                         return  # the watcher has seen NOT_SERVING: end the call
                     await condition.wait()
@@ -34,8 +35,10 @@ class HealthServicer(health.aio.HealthServicer):
 
     async def close(self) -> None:
         """Sets every service NOT_SERVING and ends the open watches."""
-        self._closing = True
+        # NOT_SERVING first, then closing: a watch that saw closing before the status changed
+        # ended the call on SERVING (its write of SERVING was in flight when close began)
         await self.enter_graceful_shutdown()
+        self._closing = True
         for service in list(self._server_watchers):
             condition = self._server_watchers[service]
             async with condition:
