@@ -30,6 +30,7 @@ COMMANDS = (
     "calibrate",
     "explain",
     "fit-svm",
+    "optimize",
     "demo",
     "train",
     "train-bottleneck",

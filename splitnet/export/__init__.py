@@ -30,10 +30,12 @@ from splitnet.export._targets import (
     load_myriad_ops,
     register_target,
 )
+from splitnet.export._variants import HEAD_VARIANTS, HeadVariant, get_variant, list_variants
 from splitnet.export._whole import WHOLE_MODES, export_whole
 
 __all__ = [
     "HEAD_BIN",
+    "HEAD_VARIANTS",
     "HEAD_XML",
     "MAX_BATCH",
     "TAIL_FILE",
@@ -41,6 +43,7 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "ExportTarget",
+    "HeadVariant",
     "OpViolation",
     "ParityError",
     "ParityReport",
@@ -50,7 +53,9 @@ __all__ = [
     "export_bundle",
     "export_whole",
     "get_target",
+    "get_variant",
     "list_targets",
+    "list_variants",
     "load_myriad_ops",
     "load_tail",
     "normalize_frame",

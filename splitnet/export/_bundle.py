@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from splitnet.export._ir import convert_head, normalize_frame
 from splitnet.export._parity import DEFAULT_TOLERANCE, ParityError, ParityReport, compare_outputs
 from splitnet.export._tail import MAX_BATCH, export_tail
 from splitnet.export._targets import OpViolation, get_target
+from splitnet.export._variants import check_target, get_variant, save_head
 
 __all__ = [
     "HEAD_BIN",
@@ -213,6 +214,9 @@ def export_bundle(
     overwrite: bool = False,
     progress: bool = False,
     bottleneck: str | os.PathLike | None = None,
+    variant: str = "fp16",
+    calibration_frames: Sequence[np.ndarray] | None = None,
+    calibration_data: str | None = None,
 ) -> ExportResult:
     """Exports the split of ``model`` at ``split`` as a deployable bundle.
 
@@ -243,6 +247,11 @@ def export_bundle(
             codec is its learned entropy model (``"learned"``) and the tail
             starts with its decoder; the teacher's weights come from the
             checkpoint (``weights`` must be ``None``, ``codec`` the default).
+        variant: how the head is stored (:func:`splitnet.export.list_variants`):
+            ``fp16`` (default), ``fp32``, ``int8-weights``, ``int8`` (calibrated on
+            ``calibration_frames``, ``H x W x 3`` uint8; ``calibration_data`` names
+            where they came from in the manifest). INT8 variants are checked with a
+            looser parity tolerance and refused for ``target="myriad"``.
 
     Raises:
         ExportError: the head has operations the target cannot run (the message
@@ -265,6 +274,8 @@ def export_bundle(
             bottleneck, model, (c, h, w), split, weights, codec, codec_options
         )
     tgt = get_target(target)
+    head_variant = get_variant(variant)
+    check_target(head_variant, tgt.name)
     _codec_section(codec, codec_options or {}, None)  # an unknown codec or option fails now
 
     # traced before the bar starts (under a second): an unknown model, split point or a
@@ -277,15 +288,25 @@ def export_bundle(
         ov_model = _convert_head(s, tgt, bar)
         bar.update()
 
-        import openvino as ov
-
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
         try:
-            ov.save_model(ov_model, staging / HEAD_XML, compress_to_fp16=True)
+            ov_model, variant_section = save_head(
+                ov_model,
+                staging / HEAD_XML,
+                head_variant,
+                calibration_frames,
+                calibration=calibration_data,
+            )
 
             bar.set_description("parity")
-            report = _check_parity(s, staging / HEAD_XML, parity_frames, tolerance)
+            report = _check_parity(
+                s,
+                staging / HEAD_XML,
+                parity_frames,
+                head_variant.parity_tolerance(tolerance),
+                **head_variant.parity_inputs(calibration_frames),
+            )
             bar.update()
 
             bar.set_description("export tail")
@@ -303,7 +324,11 @@ def export_bundle(
                 name=name or _default_name(s, split_section),
                 model_args=dict(model_args or {}),
                 codec=codec_info,
-                head=_head_section(ov_model, tgt, staging / HEAD_XML, s.crossing),
+                head={
+                    **_head_section(ov_model, tgt, staging / HEAD_XML, s.crossing),
+                    "precision": head_variant.precision,
+                    "variant": variant_section,
+                },
                 tail=tail_info,
                 parity=report.to_dict(),
                 files={f: file_sha256(staging / f) for f in (HEAD_XML, HEAD_BIN, TAIL_FILE)},
@@ -403,21 +428,33 @@ def _head_outputs(s: _Split, frames: list[np.ndarray]) -> list[list[np.ndarray]]
         return [[t.numpy() for t in s.head(normalize_frame(f, s.spec))] for f in frames]
 
 
-def _check_parity(s: _Split, xml: Path, n_frames: int, tolerance: float) -> ParityReport:
-    """The saved IR against the torch head on random frames; :class:`ParityError` beyond
-    ``tolerance``."""
-    frames = _frames(n_frames, s.spec, seed=0)
+def _check_parity(
+    s: _Split,
+    xml: Path,
+    n_frames: int,
+    tolerance: float,
+    *,
+    frames: list[np.ndarray] | None = None,
+    metric: str = "max_rel",
+) -> ParityReport:
+    """The saved IR against the torch head on ``frames`` (default: ``n_frames`` random
+    ones); :class:`ParityError` when ``metric`` exceeds ``tolerance``."""
+    frames = _frames(n_frames, s.spec, seed=0) if frames is None else list(frames)
     report = compare_outputs(
         [t.name for t in s.crossing],
         _run_ir(xml, frames),
         _head_outputs(s, frames),
         tolerance=tolerance,
+        metric=metric,
     )
     if not report.ok:
-        worst = max(report.tensors, key=lambda t: t.max_rel)
+        w = report.worst
+        if metric == "max_rel":
+            what = f"max abs error {w.max_abs:.3g}, relative {w.max_rel:.3g}"
+        else:
+            what = f"relative RMS error {w.rel_rmse:.3g} (max abs error {w.max_abs:.3g})"
         raise ParityError(
-            f"OpenVINO and torch differ beyond the tolerance: {worst.name} max abs error "
-            f"{worst.max_abs:.3g}, relative {worst.max_rel:.3g} > {tolerance:g}"
+            f"OpenVINO and torch differ beyond the tolerance: {w.name} {what} > {tolerance:g}"
         )
     return report
 

@@ -26,11 +26,14 @@ class TensorParity:
         name: the crossing tensor.
         max_abs: ``max |ov - torch|``.
         max_rel: ``max_abs / max |torch|`` (error relative to the tensor's range).
+        rel_rmse: ``rms(ov - torch) / rms(torch)`` (the noise-to-signal ratio; what an
+            INT8 head is judged by, whose largest single error says little).
     """
 
     name: str
     max_abs: float
     max_rel: float
+    rel_rmse: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -39,15 +42,17 @@ class ParityReport:
 
     Attributes:
         tensors: per crossing tensor.
-        tolerance: the limit on ``max_rel``.
+        tolerance: the limit on ``metric``.
         frames: how many frames were compared.
         device: the OpenVINO device used.
+        metric: what the tolerance limits: ``max_rel`` or ``rel_rmse``.
     """
 
     tensors: tuple[TensorParity, ...]
     tolerance: float
     frames: int
     device: str = "CPU"
+    metric: str = "max_rel"
 
     @property
     def max_abs(self) -> float:
@@ -58,25 +63,40 @@ class ParityReport:
         return max(t.max_rel for t in self.tensors)
 
     @property
+    def rel_rmse(self) -> float:
+        return max(t.rel_rmse for t in self.tensors)
+
+    @property
+    def worst(self) -> TensorParity:
+        """The tensor with the largest error by ``metric``."""
+        return max(self.tensors, key=lambda t: getattr(t, self.metric))
+
+    @property
     def ok(self) -> bool:
-        return self.max_rel <= self.tolerance
+        return getattr(self, self.metric) <= self.tolerance
 
     def to_dict(self) -> dict:
-        return {
+        doc = {
             "device": self.device,
             "frames": self.frames,
             "tolerance": self.tolerance,
             "max_abs": self.max_abs,
             "max_rel": self.max_rel,
+            "rel_rmse": self.rel_rmse,
             "tensors": [
-                {"name": t.name, "max_abs": t.max_abs, "max_rel": t.max_rel} for t in self.tensors
+                {"name": t.name, "max_abs": t.max_abs, "max_rel": t.max_rel, "rel_rmse": t.rel_rmse}
+                for t in self.tensors
             ],
         }
+        if self.metric != "max_rel":
+            doc["metric"] = self.metric
+        return doc
 
     def __str__(self) -> str:
         return (
             f"parity (OpenVINO {self.device} vs torch, {self.frames} frame(s)): max abs error "
-            f"{self.max_abs:.3g}, max relative error {self.max_rel:.3g} (tolerance {self.tolerance:g})"
+            f"{self.max_abs:.3g}, max relative error {self.max_rel:.3g}, relative RMS error "
+            f"{self.rel_rmse:.3g} (tolerance {self.tolerance:g} on {self.metric})"
         )
 
 
@@ -87,10 +107,15 @@ def compare_outputs(
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     device: str = "CPU",
+    metric: str = "max_rel",
 ) -> ParityReport:
     """Compares per-frame output lists; shapes must match exactly."""
+    if metric not in ("max_rel", "rel_rmse"):
+        raise ValueError(f"metric must be max_rel or rel_rmse, got {metric!r}")
     abs_err = [0.0] * len(names)
     scale = [0.0] * len(names)
+    noise = [0.0] * len(names)  # sums of squares
+    signal = [0.0] * len(names)
     for ov_frame, t_frame in zip(ov_outputs, torch_outputs, strict=True):
         for i, (a, b) in enumerate(zip(ov_frame, t_frame, strict=True)):
             if a.shape != b.shape:
@@ -100,8 +125,14 @@ def compare_outputs(
             diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
             abs_err[i] = max(abs_err[i], float(diff.max()) if diff.size else 0.0)
             scale[i] = max(scale[i], float(np.abs(b).max()) if b.size else 0.0)
+            noise[i] += float(np.square(diff).sum())
+            signal[i] += float(np.square(b.astype(np.float64)).sum())
     tensors = tuple(
-        TensorParity(n, e, e / s if s > 0 else (0.0 if e == 0 else float("inf")))
-        for n, e, s in zip(names, abs_err, scale, strict=True)
+        TensorParity(n, e, _ratio(e, s), _ratio(np.sqrt(q), np.sqrt(p)))
+        for n, e, s, q, p in zip(names, abs_err, scale, noise, signal, strict=True)
     )
-    return ParityReport(tensors, tolerance, len(ov_outputs), device)
+    return ParityReport(tensors, tolerance, len(ov_outputs), device, metric)
+
+
+def _ratio(err: float, ref: float) -> float:
+    return float(err / ref) if ref > 0 else (0.0 if err == 0 else float("inf"))

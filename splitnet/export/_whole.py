@@ -47,6 +47,7 @@ from splitnet.export._ir import convert_head
 from splitnet.export._parity import DEFAULT_TOLERANCE, ParityReport, TensorParity
 from splitnet.export._tail import export_tail
 from splitnet.export._targets import get_target
+from splitnet.export._variants import check_target, get_variant, save_head
 from splitnet.models._preprocess import Normalize
 
 __all__ = ["WHOLE_MODES", "export_whole", "parse_image_codec"]
@@ -110,12 +111,16 @@ def export_whole(
     tolerance: float = DEFAULT_TOLERANCE,
     parity_frames: int = 2,
     overwrite: bool = False,
+    variant: str = "fp16",
+    calibration_frames=None,
+    calibration_data: str | None = None,
 ) -> ExportResult:
     """Exports the whole model as a ``device-only`` or an ``image`` bundle.
 
     Args:
         model, input_shape, weights, target, num_classes, model_args, tolerance,
-        parity_frames, overwrite: as :func:`splitnet.export.export_bundle`.
+        parity_frames, overwrite, variant, calibration_frames, calibration_data: as
+            :func:`splitnet.export.export_bundle` (the variant applies to device-only).
         out_dir: the bundle folder.
         mode: ``"device-only"`` (the whole model as the head IR) or ``"image"``
             (no head; the whole model as the tail, on the frame sent as an image).
@@ -138,6 +143,10 @@ def export_whole(
         raise ExportError(f"unknown mode {mode!r}; modes: {', '.join(WHOLE_MODES)}")
     out = Path(out_dir)
     c, h, w = _check_arguments(out, input_shape, 0, parity_frames, overwrite)
+    head_variant = get_variant(variant)
+    if mode == "image" and variant != "fp16":
+        raise ExportError("an image bundle has no head: --variant applies to device-only bundles")
+    check_target(head_variant, target)
     codec, options = parse_image_codec(image_codec) if mode == "image" else ("none", {})
     net, model_name, info = _resolve_model(
         model, weights=weights, num_classes=num_classes, model_args=model_args
@@ -155,7 +164,13 @@ def export_whole(
     try:
         if mode == "device-only":
             sections, files, report = _device_only(
-                net, spec, target, staging, tolerance, parity_frames
+                net,
+                spec,
+                target,
+                staging,
+                head_variant.parity_tolerance(tolerance),
+                parity_frames,
+                variant=(head_variant, calibration_frames, calibration_data),
             )
             default = f"{model_name}.device-only"
         else:
@@ -184,8 +199,9 @@ def export_whole(
     return ExportResult(out, manifest, report, time.perf_counter() - t0)
 
 
-def _device_only(net, spec: InputSpec, target: str, staging: Path, tolerance, parity_frames):
-    import openvino as ov
+def _device_only(
+    net, spec: InputSpec, target: str, staging: Path, tolerance, parity_frames, *, variant
+):
 
     c, h, w = spec.shape
     with torch.no_grad():
@@ -199,13 +215,22 @@ def _device_only(net, spec: InputSpec, target: str, staging: Path, tolerance, pa
             f"the whole model cannot run on target {tgt.name!r}: "
             + "; ".join(sorted({str(v) for v in violations}))
         )
-    ov.save_model(ov_model, staging / HEAD_XML, compress_to_fp16=True)
+    head_variant, frames, data = variant
+    ov_model, variant_section = save_head(
+        ov_model, staging / HEAD_XML, head_variant, frames, calibration=data
+    )
     s = _Split("", None, None, None, head, None, spec, crossing)
-    report = _check_parity(s, staging / HEAD_XML, parity_frames, tolerance)
+    report = _check_parity(
+        s, staging / HEAD_XML, parity_frames, tolerance, **head_variant.parity_inputs(frames)
+    )
     sections = {
         "crossing": crossing,
         "codec": {"name": "none", "options": {}, "calibration": None, "calibration_frames": 0},
-        "head": _head_section(ov_model, tgt, staging / HEAD_XML, crossing),
+        "head": {
+            **_head_section(ov_model, tgt, staging / HEAD_XML, crossing),
+            "precision": head_variant.precision,
+            "variant": variant_section,
+        },
         "tail": {},
     }
     return sections, (HEAD_XML, HEAD_BIN), report

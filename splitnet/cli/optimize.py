@@ -1,0 +1,84 @@
+"""``splitnet optimize MODEL --input 3xHxW (--split POINT | --device-only) --variants fp32,fp16,
+int8-weights,int8 --data SPEC --out DIR``: one bundle per head variant.
+
+Each variant is exported into ``DIR/<variant>/`` and parity-checked against the float
+torch head it came from (INT8 with a looser tolerance, recorded in the manifest):
+``fp32`` (float weights), ``fp16`` (FP16 weights, the default of every export),
+``int8-weights`` (weight-only INT8, ``nncf.compress_weights``), ``int8`` (weights and
+activations, ``nncf.quantize`` on ``--frames`` calibration frames of ``--data``, fast
+bias correction). Each bundle is named ``NAME-VARIANT``, so one server serves them
+side by side; ``splitnet variants DIR/*`` compares them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from splitnet.cli import _args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "optimize",
+        help="export a model's head as fp32 / fp16 / int8-weights / int8 (NNCF) bundles",
+        description=__doc__,
+    )
+    _args.add_model_and_input(p)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--split", type=_args.split_point, help="the split point of the head")
+    where.add_argument(
+        "--device-only",
+        action="store_true",
+        help="the whole model as the head (device-only bundles, the seed 000 case)",
+    )
+    p.add_argument(
+        "--variants",
+        default="fp32,fp16,int8-weights,int8",
+        help="comma-separated head variants (default fp32,fp16,int8-weights,int8)",
+    )
+    p.add_argument("--data", help="calibration frames for int8: parts:..., folder:DIR, ...")
+    p.add_argument(
+        "--frames", type=int, default=300, help="calibration frames for int8 (default 300)"
+    )
+    p.add_argument("--out", required=True, help="folder of the variant bundles")
+    p.add_argument("--weights", help="local state-dict file (default: random weights)")
+    p.add_argument("--target", default="cpu", help="export target: cpu or myriad (default cpu)")
+    p.add_argument("--codec", default="f16", help="codec of the crossing tensors (default f16)")
+    p.add_argument("--name", help="base of the served names (default MODEL.POINT)")
+    p.add_argument("--num-classes", type=int)
+    _args.add_model_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace existing bundles")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from splitnet.export._optimize import optimize
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    kw = {} if args.device_only else {"codec": args.codec}
+    results = optimize(
+        args.model,
+        input_shape=args.input,
+        out_dir=args.out,
+        variants=variants,
+        split=None if args.device_only else args.split,
+        data=args.data,
+        frames=args.frames,
+        name=args.name,
+        overwrite=args.overwrite,
+        weights=args.weights,
+        target=args.target,
+        num_classes=args.num_classes,
+        model_args=dict(args.model_arg),
+        **kw,
+    )
+    for r in results:
+        m = r.manifest
+        size = sum((r.bundle_dir / f).stat().st_size for f in (m.head["xml"], m.head["bin"]))
+        metric = r.parity.metric
+        print(
+            f"{m.head['variant']['name']:13s} {r.bundle_dir}  head {size / 2**20:7.2f} MiB  "
+            f"parity {metric} {getattr(r.parity, metric):.3g} (<= {r.parity.tolerance:g})  "
+            f"({m.name})"
+        )
+    return 0

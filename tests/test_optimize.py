@@ -1,0 +1,137 @@
+"""Head variants (issue 14): fp32 / fp16 / int8-weights / int8 bundles from one model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from splitnet.bundle import read_manifest
+from splitnet.device import HeadRunner
+from splitnet.export import compare_outputs, export_bundle, list_variants
+from splitnet.export._optimize import optimize
+
+
+class _Net(nn.Module):
+    """Small, but with enough weights that their storage decides the file size."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 6))
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x)))
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("variants")
+    results = optimize(
+        _Net().eval(),
+        input_shape=(3, 32, 32),
+        split="block.2",
+        out_dir=out,
+        variants=["fp32", "fp16", "int8-weights", "int8"],
+        data="parts:n=40,size=32",
+        frames=16,
+        progress=False,
+        num_classes=6,
+    )
+    return {r.manifest.head["variant"]["name"]: r for r in results}
+
+
+def test_every_variant_is_a_parity_checked_bundle_of_its_own_name(variants):
+    assert list(variants) == ["fp32", "fp16", "int8-weights", "int8"]
+    assert sorted(variants) == list_variants()
+    names = {r.manifest.name for r in variants.values()}
+    assert names == {f"_Net.block.2-{v}" for v in variants}, names
+    for v, r in variants.items():
+        m = read_manifest(r.bundle_dir)  # the checksums verify after the rename
+        assert m.head["variant"]["name"] == v and r.parity.ok
+        tensors = HeadRunner(r.bundle_dir)(np.zeros((32, 32, 3), np.uint8))
+        assert [t.shape for t in tensors] == [tuple(t.shape) for t in m.crossing]
+    precision = {v: r.manifest.head["precision"] for v, r in variants.items()}
+    assert precision == {
+        "fp32": "FP32",
+        "fp16": "FP16",
+        "int8-weights": "INT8-weights",
+        "int8": "INT8",
+    }
+    calib = variants["int8"].manifest.head["variant"]["calibration"]
+    assert calib == {"data": "parts:n=40,size=32", "frames": 16}
+    assert variants["int8"].parity.metric == "rel_rmse" and variants["int8"].parity.frames == 8
+    assert variants["fp16"].parity.metric == "max_rel"
+
+
+def test_weights_shrink_with_the_variant(variants):
+    size = {v: (r.bundle_dir / "head.bin").stat().st_size for v, r in variants.items()}
+    assert size["fp32"] > 1.8 * size["fp16"] > 1.8 * 0.5 * size["fp32"]
+    assert size["int8-weights"] < 0.65 * size["fp16"] and size["int8"] < 0.65 * size["fp16"]
+
+
+def test_int8_runs_int8_convolutions(variants):
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(variants["int8"].bundle_dir / "head.xml"), "CPU")
+    precisions = {
+        op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in compiled.get_runtime_model().get_ordered_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+    }
+    assert precisions and precisions <= {"u8", "i8"}, precisions
+
+
+def test_relative_rms_error_is_noise_over_signal():
+    ref = [[np.array([3.0, -4.0])]]  # rms 3.5355
+    got = [[np.array([3.0, -3.0])]]  # error rms 0.7071
+    r = compare_outputs(["t"], got, ref, tolerance=0.25, metric="rel_rmse")
+    assert r.rel_rmse == pytest.approx(0.2) and r.max_rel == pytest.approx(0.25) and r.ok
+    assert not compare_outputs(["t"], got, ref, tolerance=0.19, metric="rel_rmse").ok
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--variants", "int4"],
+            "unknown head variant 'int4'.*Valid: fp16, fp32, int8, int8-weights",
+        ),
+        (["--variants", "int8", "--target", "myriad"], "MYRIAD plugin runs FP16 only"),
+        (["--variants", "int8"], "needs calibration frames: give --data"),
+        (["--variants", "fp16,fp16"], "repeats a variant"),
+        (
+            ["--variants", "int8", "--data", "parts:n=8,size=32", "--frames", "0"],
+            "--frames must be >= 1",
+        ),
+    ],
+)
+def test_bad_optimize_input_is_one_line_exit_2(tmp_path, capsys, extra, message):
+    import re
+
+    from splitnet.cli.main import main
+
+    args = ["optimize", "resnet18", "--input", "3x32x32", "--split", "layer2.0.add"]
+    assert main([*args, "--out", str(tmp_path / "o"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("splitnet optimize: error:"), err
+    assert re.search(message, err), err
+    assert not (tmp_path / "o").exists()  # refused before any export
+
+
+def test_export_refuses_int8_for_the_myriad_target(tmp_path):
+    from splitnet._errors import ConfigError
+
+    with pytest.raises(ConfigError, match="MYRIAD plugin runs FP16 only"):
+        export_bundle(
+            _Net().eval(),
+            input_shape=(3, 32, 32),
+            split="block.2",
+            out_dir=tmp_path / "b",
+            target="myriad",
+            variant="int8-weights",
+        )
