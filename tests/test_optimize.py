@@ -135,3 +135,40 @@ def test_export_refuses_int8_for_the_myriad_target(tmp_path):
             target="myriad",
             variant="int8-weights",
         )
+
+
+def test_variants_report_scores_times_and_marks_absent_devices(variants, tmp_path):
+    from splitnet.profile._variants import plot_variants, report_variants
+
+    dirs = [variants[v].bundle_dir for v in ("fp32", "int8")]
+    report = report_variants(
+        dirs,
+        data="parts:n=40,size=32",
+        frames=6,
+        devices=["CPU", "NOSUCHDEVICE"],
+        threads=[1],
+        seconds=0.2,
+        progress=False,
+    )
+    assert report.devices == {"CPU": True, "NOSUCHDEVICE": False} and report.frames == 6
+    fp32, int8 = report.rows
+    assert (fp32.variant, int8.variant) == ("fp32", "int8") and fp32.size_mib > int8.size_mib
+    assert (
+        fp32.parameters
+        == int8.parameters
+        == sum(p.numel() for p in _Net().stem.parameters())
+        + sum(p.numel() for p in _Net().block.parameters())
+    )
+    assert 0 <= fp32.accuracy["top1"] <= fp32.accuracy["top5"] <= 1
+    assert fp32.speed["CPU/1"]["fps"] > 0 and fp32.speed["NOSUCHDEVICE/1"] == {"absent": True}
+    table = report.table()
+    assert "| fp32 | FP32 |" in table and table.count("absent") == 2
+    plot_variants(report, tmp_path / "v.png")
+    assert (tmp_path / "v.png").stat().st_size > 5000
+
+
+def test_variants_report_refuses_bundles_of_different_models(variants, repository, capsys):
+    from splitnet.cli.main import main
+
+    code = main(["variants", str(variants["fp16"].bundle_dir), str(repository / "unet")])
+    assert code == 2 and "compare variants of one model" in capsys.readouterr().err

@@ -31,6 +31,7 @@ COMMANDS = (
     "explain",
     "fit-svm",
     "optimize",
+    "variants",
     "demo",
     "train",
     "train-bottleneck",

@@ -298,6 +298,7 @@ def export_bundle(
                 calibration_frames,
                 calibration=calibration_data,
             )
+            variant_section["parameters"] = sum(p.numel() for p in s.head.parameters())
 
             bar.set_description("parity")
             report = _check_parity(

@@ -219,6 +219,7 @@ def _device_only(
     ov_model, variant_section = save_head(
         ov_model, staging / HEAD_XML, head_variant, frames, calibration=data
     )
+    variant_section["parameters"] = sum(p.numel() for p in net.parameters())
     s = _Split("", None, None, None, head, None, spec, crossing)
     report = _check_parity(
         s, staging / HEAD_XML, parity_frames, tolerance, **head_variant.parity_inputs(frames)
