@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 
 from splitnet import codec
-from splitnet._errors import SplitnetError
+from splitnet._errors import ConfigError, SplitnetError
 from splitnet.server._admission import (
     Admission,
     Ticket,
@@ -115,6 +115,8 @@ class InferenceCore:
         decode_threads: threads decoding payloads.
         tail_threads: torch's intra-op threads for the tails (``None``: torch's default,
             one per core); see :func:`default_tail_threads`.
+        tail_instances: batches of one model that run at once, each in its own thread
+            with ``tail_threads`` threads (Triton's instance count).
         max_inflight_bytes: the budget of bytes in flight (see
             :mod:`splitnet.server._admission`); ``None``: 16 of the costliest
             requests the bundles allow, and at least 64 MiB.
@@ -129,6 +131,7 @@ class InferenceCore:
         metrics: Metrics | None = None,
         decode_threads: int = 2,
         tail_threads: int | None = None,
+        tail_instances: int = 1,
         max_inflight_bytes: int | None = None,
         representatives: Representatives | None = None,
     ) -> None:
@@ -136,12 +139,17 @@ class InferenceCore:
         self.representatives = representatives  # serve --index (see _representatives)
         self.metrics = metrics
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
-        # the tails run in one thread, with ``tail_threads`` intra-op threads (None: as
+        # the tails run in ``tail_instances`` threads, each with ``tail_threads`` intra-op threads (None: as
         # torch chose): fewer than the cores leaves decoding and gRPC a core; on a busy CPU
         # more OpenMP threads than free cores wait at every layer's barrier
-        self.tail_threads = tail_threads
+        if tail_instances < 1:
+            raise ConfigError(f"tail_instances must be >= 1, got {tail_instances}")
+        self.tail_threads, self.tail_instances = tail_threads, tail_instances
         self._compute_pool = ThreadPoolExecutor(
-            1, thread_name_prefix="tail", initializer=_set_torch_threads, initargs=(tail_threads,)
+            tail_instances,
+            thread_name_prefix="tail",
+            initializer=_set_torch_threads,
+            initargs=(tail_threads,),
         )
         self.max_batch, self.max_delay_ms = max_batch, max_delay_ms
         # every loaded version by name and version; a request without a version gets
@@ -178,6 +186,7 @@ class InferenceCore:
             max_batch=max(1, min(self.max_batch, m.max_batch)),
             max_delay_s=self.max_delay_ms / 1000,
             executor=self._compute_pool,
+            instances=self.tail_instances,
         )
 
     def add_model(self, model: TailModel) -> None:

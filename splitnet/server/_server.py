@@ -66,6 +66,8 @@ class ServerConfig:
         tail_threads: torch's intra-op threads for the tails (``None``: on the CPU half
             the cores, at least one; on a GPU torch's default), see
             :func:`splitnet.server._core.default_tail_threads`.
+        tail_instances: batches of one model that run at once, each in its own thread
+            (Triton's instance count); with ``tail_threads`` 1, one core each.
         index: a representative index (``splitnet index build``): classification
             answers to requests carrying a frame hash get the nearest reference of each
             top-k class (see :mod:`splitnet.server._representatives`).
@@ -92,6 +94,7 @@ class ServerConfig:
     version_policy: str = "latest:1"
     decode_threads: int = 2
     tail_threads: int | None = None
+    tail_instances: int = 1
     index: str | Path | None = None
 
 
@@ -128,6 +131,8 @@ class InferenceServer:
             raise ConfigError(f"--decode-threads must be >= 1, got {config.decode_threads}")
         if config.tail_threads is not None and config.tail_threads < 1:
             raise ConfigError(f"--tail-threads must be >= 1, got {config.tail_threads}")
+        if config.tail_instances < 1:
+            raise ConfigError(f"--tail-instances must be >= 1, got {config.tail_instances}")
         policy = parse_version_policy(config.version_policy)
         self.config = config
         self.device = _device(config.device)
@@ -154,6 +159,7 @@ class InferenceServer:
                 if config.tail_threads is not None
                 else default_tail_threads(self.device)
             ),
+            tail_instances=config.tail_instances,
             representatives=representatives,
         )
         self.metrics.requests.known = lambda: self.core.models
