@@ -43,6 +43,22 @@ def add_parser(sub) -> None:
         help="threads decoding payloads (default 2)",
     )
     p.add_argument(
+        "--tail-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch intra-op threads of the tails (default: on the CPU half the cores, "
+        "at least 1, leaving the rest to decoding and gRPC; on a GPU torch's default)",
+    )
+    p.add_argument(
+        "--tail-instances",
+        type=int,
+        default=1,
+        metavar="N",
+        help="batches of one model run at once, each in its own thread with "
+        "--tail-threads threads (Triton's instance count; default 1)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=_args.port_or_off,
         default=8002,
@@ -121,6 +137,10 @@ def config_from_args(args: argparse.Namespace):
         raise ConfigError(f"--poll-interval must be > 0 s, got {args.poll_interval}")
     if args.decode_threads < 1:
         raise ConfigError(f"--decode-threads must be >= 1, got {args.decode_threads}")
+    if args.tail_threads is not None and args.tail_threads < 1:
+        raise ConfigError(f"--tail-threads must be >= 1, got {args.tail_threads}")
+    if args.tail_instances < 1:
+        raise ConfigError(f"--tail-instances must be >= 1, got {args.tail_instances}")
     parse_version_policy(args.version_policy)
     return ServerConfig(
         repository=args.repository,
@@ -141,6 +161,8 @@ def config_from_args(args: argparse.Namespace):
         poll_interval_s=args.poll_interval,
         version_policy=args.version_policy,
         decode_threads=args.decode_threads,
+        tail_threads=args.tail_threads,
+        tail_instances=args.tail_instances,
         index=args.index,
     )
 

@@ -30,10 +30,12 @@ class DynamicBatcher(Generic[T, R]):
     """Collects items into batches of at most ``max_batch``, waiting at most ``max_delay_s``.
 
     A batch starts with the first waiting item and closes when it is full or
-    ``max_delay_s`` after that item arrived. Batches run one at a time, off the
-    event loop, in ``executor``: while one runs, the next fills up, so under
-    load batches grow by themselves. ``run_batch(items) -> results`` must return
-    one result (or an ``Exception`` instance, which fails only that item) per item.
+    ``max_delay_s`` after that item arrived. Batches run off the event loop, in
+    ``executor``, at most ``instances`` at a time (Triton's instance count; the
+    executor needs as many workers): while they run, the next batch fills up, so
+    under load batches grow by themselves. ``run_batch(items) -> results`` must
+    return one result (or an ``Exception`` instance, which fails only that item) per
+    item, and be safe to call from ``instances`` threads at once.
     """
 
     def __init__(
@@ -43,7 +45,10 @@ class DynamicBatcher(Generic[T, R]):
         max_batch: int = 8,
         max_delay_s: float = 0.005,
         executor: Executor | None = None,
+        instances: int = 1,
     ) -> None:
+        if instances < 1:
+            raise ConfigError(f"instances must be >= 1, got {instances}")
         if max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
         if max_delay_s < 0:
@@ -52,6 +57,8 @@ class DynamicBatcher(Generic[T, R]):
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self._executor = executor
+        self.instances = instances
+        self._running: set[asyncio.Task] = set()
         self._queue: asyncio.Queue[tuple[T, asyncio.Future, float]] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
 
@@ -79,29 +86,48 @@ class DynamicBatcher(Generic[T, R]):
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.instances)
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            deadline = first[2] + self.max_delay_s
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
-            taken = len(batch)
+            # a free instance first, then the batch: items that come while every
+            # instance is busy wait in the queue and make the next batch larger
+            await slots.acquire()
             try:
-                await self._run(loop, [b for b in batch if not b[1].cancelled()])
-            finally:
-                for _ in range(taken):
-                    self._queue.task_done()
+                batch = await self._collect()
+            except BaseException:
+                slots.release()
+                raise
+            task = loop.create_task(self._run_and_release(loop, batch, slots))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _collect(self) -> list:
+        first = await self._queue.get()
+        batch = [first]
+        deadline = first[2] + self.max_delay_s
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run_and_release(
+        self, loop: asyncio.AbstractEventLoop, batch: list, slots: asyncio.Semaphore
+    ) -> None:
+        try:
+            await self._run(loop, [b for b in batch if not b[1].cancelled()])
+        finally:
+            slots.release()
+            for _ in batch:
+                self._queue.task_done()
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
         if not batch:

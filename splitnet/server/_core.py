@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 
 from splitnet import codec
-from splitnet._errors import SplitnetError
+from splitnet._errors import ConfigError, SplitnetError
 from splitnet.server._admission import (
     Admission,
     Ticket,
@@ -45,7 +45,13 @@ from splitnet.wire import (
     inference_pb2 as pb,
 )
 
-__all__ = ["CLASSIFICATION", "InferError", "InferenceCore", "with_request_id"]
+__all__ = [
+    "CLASSIFICATION",
+    "InferError",
+    "InferenceCore",
+    "default_tail_threads",
+    "with_request_id",
+]
 
 # Triton's classification extension: an output asked for with this parameter (N)
 # comes back as the top N classes, BYTES "score:index[:label]"
@@ -106,6 +112,11 @@ class InferenceCore:
         max_batch, max_delay_ms: dynamic batching (per model; capped by what
             each tail allows).
         metrics: Prometheus metrics to update (optional).
+        decode_threads: threads decoding payloads.
+        tail_threads: torch's intra-op threads for the tails (``None``: torch's default,
+            one per core); see :func:`default_tail_threads`.
+        tail_instances: batches of one model that run at once, each in its own thread
+            with ``tail_threads`` threads (Triton's instance count).
         max_inflight_bytes: the budget of bytes in flight (see
             :mod:`splitnet.server._admission`); ``None``: 16 of the costliest
             requests the bundles allow, and at least 64 MiB.
@@ -119,6 +130,8 @@ class InferenceCore:
         max_delay_ms: float = 5.0,
         metrics: Metrics | None = None,
         decode_threads: int = 2,
+        tail_threads: int | None = None,
+        tail_instances: int = 1,
         max_inflight_bytes: int | None = None,
         representatives: Representatives | None = None,
     ) -> None:
@@ -126,7 +139,18 @@ class InferenceCore:
         self.representatives = representatives  # serve --index (see _representatives)
         self.metrics = metrics
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
-        self._compute_pool = ThreadPoolExecutor(1, thread_name_prefix="tail")
+        # the tails run in ``tail_instances`` threads, each with ``tail_threads`` intra-op threads (None: as
+        # torch chose): fewer than the cores leaves decoding and gRPC a core; on a busy CPU
+        # more OpenMP threads than free cores wait at every layer's barrier
+        if tail_instances < 1:
+            raise ConfigError(f"tail_instances must be >= 1, got {tail_instances}")
+        self.tail_threads, self.tail_instances = tail_threads, tail_instances
+        self._compute_pool = ThreadPoolExecutor(
+            tail_instances,
+            thread_name_prefix="tail",
+            initializer=_set_torch_threads,
+            initargs=(tail_threads,),
+        )
         self.max_batch, self.max_delay_ms = max_batch, max_delay_ms
         # every loaded version by name and version; a request without a version gets
         # the highest one (``models``), a request naming one gets that one
@@ -162,6 +186,7 @@ class InferenceCore:
             max_batch=max(1, min(self.max_batch, m.max_batch)),
             max_delay_s=self.max_delay_ms / 1000,
             executor=self._compute_pool,
+            instances=self.tail_instances,
         )
 
     def add_model(self, model: TailModel) -> None:
@@ -484,6 +509,33 @@ class InferenceCore:
             await batcher.stop()
         self._decode_pool.shutdown(wait=True)
         self._compute_pool.shutdown(wait=True)
+
+
+def default_tail_threads(device: str) -> int | None:
+    """The tails' intra-op threads when ``serve`` is not told: on the CPU half the
+    cores this process may use (at least one), so that payload decoding, gRPC and the
+    event loop keep the other half; on a GPU, torch's default (``None``).
+
+    Measured on a 2-core CPU shared with other jobs (perf_analyzer, gRPC, unet-vgg16
+    tail, 3 interleaved rounds; benchmarks/results/batching/): one tail thread instead
+    of torch's two gave p95 at concurrency 1 of 171-321 ms instead of 300-1036 ms, and
+    more throughput at concurrency 8 too (3.0-6.7 against 2.5-3.6 infer/s): two OpenMP
+    threads wait at every layer for a core that decoding or another process holds.
+    """
+    if device != "cpu":
+        return None
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // 2)
+
+
+def _set_torch_threads(n: int | None) -> None:
+    """The compute thread's initializer: torch's intra-op threads for the tails."""
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitnet._errors import ConfigError
 from splitnet.server._auth import TokenAuthInterceptor
-from splitnet.server._core import InferenceCore
+from splitnet.server._core import InferenceCore, default_tail_threads
 from splitnet.server._health import HealthServicer
 from splitnet.server._http import HttpServer, create_app
 from splitnet.server._metrics import Metrics, serve_metrics
@@ -63,6 +63,11 @@ class ServerConfig:
             or ``specific:V,V`` (see :mod:`splitnet.server._model_repository`).
         decode_threads: threads that decode and check payloads (entropy decoding runs
             without the GIL; more threads than cores gain nothing).
+        tail_threads: torch's intra-op threads for the tails (``None``: on the CPU half
+            the cores, at least one; on a GPU torch's default), see
+            :func:`splitnet.server._core.default_tail_threads`.
+        tail_instances: batches of one model that run at once, each in its own thread
+            (Triton's instance count); with ``tail_threads`` 1, one core each.
         index: a representative index (``splitnet index build``): classification
             answers to requests carrying a frame hash get the nearest reference of each
             top-k class (see :mod:`splitnet.server._representatives`).
@@ -88,6 +93,8 @@ class ServerConfig:
     poll_interval_s: float | None = None
     version_policy: str = "latest:1"
     decode_threads: int = 2
+    tail_threads: int | None = None
+    tail_instances: int = 1
     index: str | Path | None = None
 
 
@@ -122,6 +129,10 @@ class InferenceServer:
             raise ConfigError(f"--poll-interval must be > 0 s, got {config.poll_interval_s}")
         if config.decode_threads < 1:
             raise ConfigError(f"--decode-threads must be >= 1, got {config.decode_threads}")
+        if config.tail_threads is not None and config.tail_threads < 1:
+            raise ConfigError(f"--tail-threads must be >= 1, got {config.tail_threads}")
+        if config.tail_instances < 1:
+            raise ConfigError(f"--tail-instances must be >= 1, got {config.tail_instances}")
         policy = parse_version_policy(config.version_policy)
         self.config = config
         self.device = _device(config.device)
@@ -143,6 +154,12 @@ class InferenceServer:
             metrics=self.metrics,
             max_inflight_bytes=config.max_inflight_bytes,
             decode_threads=config.decode_threads,
+            tail_threads=(
+                config.tail_threads
+                if config.tail_threads is not None
+                else default_tail_threads(self.device)
+            ),
+            tail_instances=config.tail_instances,
             representatives=representatives,
         )
         self.metrics.requests.known = lambda: self.core.models
