@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -172,3 +175,47 @@ def test_variants_report_refuses_bundles_of_different_models(variants, repositor
 
     code = main(["variants", str(variants["fp16"].bundle_dir), str(repository / "unet")])
     assert code == 2 and "compare variants of one model" in capsys.readouterr().err
+
+
+def test_the_variants_experiment_runs_on_a_tiny_config(tmp_path):
+    """experiments/optimize_variants.py end to end: one small study, every output written."""
+    import importlib.util
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "ov", root / "experiments" / "optimize_variants.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    cfg = {
+        "name": "tiny",
+        "devices": ["CPU", "MYRIAD"],
+        "threads": [1],
+        "seconds": 0.2,
+        "variants": ["fp32", "int8"],
+        "studies": [
+            {
+                "name": "r18",
+                "model": "resnet18",
+                "input": [3, 32, 32],
+                "split": "layer2.0.add",
+                "calibration": "parts:n=20,size=32,subset=train",
+                "heldout": "parts:n=20,size=32,subset=val",
+                "calibration_frames": 8,
+                "heldout_frames": 4,
+            }
+        ],
+    }
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert script.main([str(config), "--out", str(tmp_path / "out")]) == 0
+    study = tmp_path / "out" / "r18"
+    doc = json.loads((study / "results.json").read_text())
+    assert set(doc["summary"]) == {"fp32", "int8"} and doc["summary"]["fp32"]["drop_points"] == 0
+    assert doc["report"]["devices"] == {"CPU": True, "MYRIAD": False}
+    assert (study / "variants.png").is_file() and "| int8 | INT8 |" in (
+        study / "table.md"
+    ).read_text()
+    assert "| r18 | int8 |" in (tmp_path / "out" / "table.md").read_text()

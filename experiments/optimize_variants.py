@@ -1,0 +1,173 @@
+"""Head variants side by side (issue 14; seed 000's FP32 / FP16 / INT8 / INT8-calibrated table).
+
+For each study of the config: the model (trained briefly here, or the trained teacher of
+an asset), ``splitnet optimize``'s variants (fp32, fp16, int8-weights, int8 calibrated on
+frames the training never saw), and ``splitnet variants``' report on held-out frames
+through each bundle as deployed: head size, accuracy (top-1/top-5 or mean Dice),
+latency and FPS at 1 and 2 threads on every OpenVINO device asked for (absent ones
+marked). Writes ``results/<name>/<study>/`` (table.md, results.json, variants.png) and
+``results/<name>/table.md`` (INT8 speed-up and accuracy drop per study).
+
+    python experiments/optimize_variants.py experiments/configs/optimize_variants.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from splitnet.export._optimize import optimize
+from splitnet.profile._variants import plot_variants, report_variants
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _weights(study: dict, work: Path) -> tuple[str | None, dict]:
+    """The study's state-dict file, trained here when the study says ``train``."""
+    if "train" in study:
+        from splitnet.train import TrainConfig, train
+
+        tc = study["train"]
+        ckpt = work / f"{study['name']}.pt"
+        t0 = time.perf_counter()
+        result = train(
+            TrainConfig(
+                model=study["model"],
+                data=tc["data"],
+                out=str(ckpt),
+                epochs=tc["epochs"],
+                batch=tc["batch"],
+                lr=tc["lr"],
+                input_shape=tuple(study["input"]),
+                model_kwargs=dict(study.get("model_kwargs", {})),
+                seed=tc["seed"],
+            )
+        )
+        return str(ckpt), {
+            "trained_s": time.perf_counter() - t0,
+            "val_best": result.best_metric,
+            "best_epoch": result.best_epoch,
+            **tc,
+        }
+    weights = study.get("weights")
+    if weights and weights.startswith("asset:"):
+        from importlib import resources
+
+        asset = torch.load(
+            resources.files("splitnet") / "assets" / weights.removeprefix("asset:"),
+            map_location="cpu",
+            weights_only=False,
+        )
+        path = work / f"{study['name']}.teacher.pt"
+        torch.save(asset["teacher_state"], path)
+        return str(path), {"teacher_of": weights, "teacher_data": asset.get("data")}
+    return weights, {}
+
+
+def _summary(report) -> dict:
+    rows = {r.variant: r for r in report.rows}
+    out = {}
+    base = rows.get("fp32")
+    for v, r in rows.items():
+        entry = {"size_mib": r.size_mib}
+        if r.accuracy:
+            entry[report.metric] = r.accuracy[report.metric]
+        for key, s in r.speed.items():
+            if base is not None and not s.get("absent"):
+                entry[f"speedup_{key}"] = s["fps"] / base.speed[key]["fps"]
+        if base is not None and r.accuracy:
+            entry["drop_points"] = 100 * (base.accuracy[report.metric] - r.accuracy[report.metric])
+        out[v] = entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", type=Path)
+    ap.add_argument("--out", type=Path, help="default: experiments/results/<name>")
+    ap.add_argument("--only", help="run only the study of this name")
+    args = ap.parse_args(argv)
+    cfg = yaml.safe_load(args.config.read_text())
+    out = args.out or ROOT / "results" / cfg["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "note": "2-core CPU, shared with other jobs",
+        "load_before": os.getloadavg(),
+    }
+    summaries = {}
+    for study in cfg["studies"]:
+        if args.only and study["name"] != args.only:
+            continue
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            weights, training = _weights(study, work)
+            results = optimize(
+                study["model"],
+                input_shape=tuple(study["input"]),
+                out_dir=work / "variants",
+                variants=cfg["variants"],
+                split=None if study.get("device_only") else study["split"],
+                data=study["calibration"],
+                frames=study["calibration_frames"],
+                weights=weights,
+                model_args=dict(study.get("model_kwargs", {})),
+                **({} if study.get("device_only") else {"codec": study.get("codec", "f16")}),
+            )
+            report = report_variants(
+                [r.bundle_dir for r in results],
+                data=study["heldout"],
+                frames=study.get("heldout_frames", 1),
+                devices=cfg["devices"],
+                threads=cfg["threads"],
+                seconds=study.get("seconds", cfg["seconds"]),
+            )
+        d = out / study["name"]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "table.md").write_text(report.table() + "\n", encoding="utf-8")
+        if any(r.accuracy for r in report.rows):
+            plot_variants(report, d / "variants.png")
+        summaries[study["name"]] = _summary(report)
+        doc = {
+            "study": study,
+            "training": training,
+            "report": report.to_dict(),
+            "summary": summaries[study["name"]],
+            "parity": {r.manifest.head["variant"]["name"]: r.manifest.parity for r in results},
+            "seconds": time.perf_counter() - t0,
+            "machine": {**machine, "load_after": os.getloadavg()},
+        }
+        (d / "results.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+        print(f"{study['name']}:\n{report.table()}\n")
+    lines = [
+        "| study | variant | head MiB | accuracy | drop (points) | FPS vs fp32, 1 thread | 2 threads |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summaries.items():
+        for v, e in s.items():
+            metric = next((k for k in ("top1", "mean_dice") if k in e), None)
+            acc = f"{100 * e[metric]:.2f} ({metric})" if metric else "not scored"
+            drop = f"{e['drop_points']:+.2f}" if "drop_points" in e else "-"
+            lines.append(
+                f"| {name} | {v} | {e['size_mib']:.3f} | {acc} | {drop} | "
+                f"{e.get('speedup_CPU/1', float('nan')):.2f}x | "
+                f"{e.get('speedup_CPU/2', float('nan')):.2f}x |"
+            )
+    if summaries and not args.only:
+        (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
