@@ -37,6 +37,9 @@ def _weights(study: dict, work: Path) -> tuple[str | None, dict]:
 
         tc = study["train"]
         ckpt = work / f"{study['name']}.pt"
+        done = work / f"{study['name']}.train.json"
+        if ckpt.is_file() and done.is_file():  # trained by an earlier run with --work
+            return str(ckpt), json.loads(done.read_text())
         t0 = time.perf_counter()
         result = train(
             TrainConfig(
@@ -51,12 +54,14 @@ def _weights(study: dict, work: Path) -> tuple[str | None, dict]:
                 seed=tc["seed"],
             )
         )
-        return str(ckpt), {
+        info = {
             "trained_s": time.perf_counter() - t0,
             "val_best": result.best_metric,
             "best_epoch": result.best_epoch,
             **tc,
         }
+        done.write_text(json.dumps(info))
+        return str(ckpt), info
     weights = study.get("weights")
     if weights and weights.startswith("asset:"):
         from importlib import resources
@@ -70,6 +75,17 @@ def _weights(study: dict, work: Path) -> tuple[str | None, dict]:
         torch.save(asset["teacher_state"], path)
         return str(path), {"teacher_of": weights, "teacher_data": asset.get("data")}
     return weights, {}
+
+
+def _classes(study: dict) -> int | None:
+    """The classes of the data the model was trained on (None: the model's default)."""
+    from splitnet.data import open_dataset
+
+    data = study.get("train", {}).get("data") or study.get("heldout")
+    if not data:
+        return None
+    c, h, w = study["input"]
+    return open_dataset(data, subset="all", size=(h, w), channels=c).num_classes
 
 
 def _summary(report) -> dict:
@@ -94,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("config", type=Path)
     ap.add_argument("--out", type=Path, help="default: experiments/results/<name>")
     ap.add_argument("--only", help="run only the study of this name")
+    ap.add_argument("--work", type=Path, help="keep trained checkpoints here (a rerun reuses them)")
     args = ap.parse_args(argv)
     cfg = yaml.safe_load(args.config.read_text())
     out = args.out or ROOT / "results" / cfg["name"]
@@ -111,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            weights, training = _weights(study, work)
+            if args.work is not None:
+                args.work.mkdir(parents=True, exist_ok=True)
+            weights, training = _weights(study, args.work or work)
             results = optimize(
                 study["model"],
                 input_shape=tuple(study["input"]),
@@ -121,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 data=study["calibration"],
                 frames=study["calibration_frames"],
                 weights=weights,
+                num_classes=_classes(study),
                 model_args=dict(study.get("model_kwargs", {})),
                 **({} if study.get("device_only") else {"codec": study.get("codec", "f16")}),
             )
