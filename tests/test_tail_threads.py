@@ -165,3 +165,22 @@ def test_bad_instance_counts_are_refused(repository, capsys):
     err = capsys.readouterr().err
     assert "--tail-instances must be >= 1" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_model_config_reports_the_instances_and_threads(repository, models):
+    from splitnet.server import InferenceServer, ServerConfig
+
+    def params(**kw):
+        config = ServerConfig(repository=repository, port=0, metrics_port=None, device="cpu", **kw)
+        server = InferenceServer(config, models=models)
+        try:
+            name = next(iter(models))
+            return dict(server.service.model_config(name).config.parameters)
+        finally:
+            asyncio.run(server.core.close())
+
+    p = params(tail_instances=3, tail_threads=2)
+    assert p["tail_instances"].string_value == "3" and p["tail_threads"].string_value == "2"
+    p = params()  # the CPU's defaults
+    assert p["tail_instances"].string_value == str(default_tail_instances("cpu"))
+    assert p["tail_threads"].string_value == str(default_tail_threads("cpu"))
