@@ -131,9 +131,10 @@ def perf_analyzer_command(args, mode: str, concurrency: int, url: str, data: Pat
         str(data),
         # a few requests a second: one window of a fixed request count (perf_analyzer's
         # --request-count: no stability search, which rarely settles on a shared 2-core
-        # machine); the interleaved repeats show the spread instead
+        # machine); the interleaved repeats show the spread instead. At least 8 a client,
+        # and enough that the window lasts well over perf_analyzer's whole-second steps
         "--request-count",
-        str(args.requests * concurrency),
+        str(max(args.requests, 8 * concurrency)),
         "--warmup-request-count",
         str(max(2, concurrency)),
         "-f",
@@ -171,7 +172,7 @@ def table(results: dict, meta: dict) -> str:
         f"perf_analyzer {meta['perf_analyzer']} against `splitnet serve` (unet-vgg16 tail at "
         f"{meta['split']}, input {meta['input']}, width {meta['width']}, q4 payload "
         f"{meta['payload_bytes']:,} bytes); median of {meta['repeats']} interleaved rounds, "
-        f"count windows of {meta['requests']} requests. Machine: {meta['machine']}. "
+        f"{meta['requests']} requests measured (at least 8 a client). Machine: {meta['machine']}. "
         f"Load average before / after: {meta['load_before']} / {meta['load_after']}.",
         "",
         "| mode | concurrency | infer/s | p50 ms | p95 ms | p99 ms | infer/s per round |",
@@ -203,7 +204,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 8])
     p.add_argument("--repeats", type=int, default=1, help="interleaved rounds (median reported)")
-    p.add_argument("--requests", type=int, default=16, help="requests per measurement window")
+    p.add_argument(
+        "--requests",
+        type=int,
+        default=48,
+        help="requests measured per mode and concurrency (at least 8 a client)",
+    )
     p.add_argument("--input", default="3x64x384")
     p.add_argument("--split", default="encoder.block3.pool")
     p.add_argument("--width", type=float, default=1.0, help="unet-vgg16 channel width")

@@ -17,7 +17,7 @@ import torch
 from splitnet._errors import ConfigError
 from splitnet.cli.main import main
 from splitnet.server._batcher import DynamicBatcher
-from splitnet.server._core import InferenceCore, default_tail_threads
+from splitnet.server._core import InferenceCore, default_tail_instances, default_tail_threads
 from splitnet.wire import make_infer_request
 
 pytestmark = pytest.mark.grpc
@@ -67,6 +67,13 @@ def test_default_tail_threads_leave_half_the_cpu_cores(monkeypatch):
         assert default_tail_threads("cpu") == expected
     assert default_tail_threads("cuda") is None
     assert default_tail_threads("cuda:1") is None
+
+
+def test_default_tail_instances_fill_the_cpu_cores(monkeypatch):
+    for cores, expected in ((1, 1), (2, 2), (16, 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert default_tail_instances("cpu") == expected
+    assert default_tail_instances("cuda") == 1
 
 
 def test_serve_refuses_zero_tail_threads(repository, capsys):
@@ -158,3 +165,22 @@ def test_bad_instance_counts_are_refused(repository, capsys):
     err = capsys.readouterr().err
     assert "--tail-instances must be >= 1" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_model_config_reports_the_instances_and_threads(repository, models):
+    from splitnet.server import InferenceServer, ServerConfig
+
+    def params(**kw):
+        config = ServerConfig(repository=repository, port=0, metrics_port=None, device="cpu", **kw)
+        server = InferenceServer(config, models=models)
+        try:
+            name = next(iter(models))
+            return dict(server.service.model_config(name).config.parameters)
+        finally:
+            asyncio.run(server.core.close())
+
+    p = params(tail_instances=3, tail_threads=2)
+    assert p["tail_instances"].string_value == "3" and p["tail_threads"].string_value == "2"
+    p = params()  # the CPU's defaults
+    assert p["tail_instances"].string_value == str(default_tail_instances("cpu"))
+    assert p["tail_threads"].string_value == str(default_tail_threads("cpu"))

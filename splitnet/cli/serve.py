@@ -53,10 +53,11 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--tail-instances",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
         help="batches of one model run at once, each in its own thread with "
-        "--tail-threads threads (Triton's instance count; default 1)",
+        "--tail-threads threads (Triton's instance count; default: 2 on a CPU of 2 cores "
+        "or more, 1 on a GPU)",
     )
     p.add_argument(
         "--metrics-port",
@@ -139,7 +140,7 @@ def config_from_args(args: argparse.Namespace):
         raise ConfigError(f"--decode-threads must be >= 1, got {args.decode_threads}")
     if args.tail_threads is not None and args.tail_threads < 1:
         raise ConfigError(f"--tail-threads must be >= 1, got {args.tail_threads}")
-    if args.tail_instances < 1:
+    if args.tail_instances is not None and args.tail_instances < 1:
         raise ConfigError(f"--tail-instances must be >= 1, got {args.tail_instances}")
     parse_version_policy(args.version_policy)
     return ServerConfig(

@@ -11,8 +11,19 @@ __all__ = ["PLATFORM", "model_config"]
 PLATFORM = "splitnet_torch_export"
 
 
-def model_config(model: TailModel, *, max_batch: int, max_delay_ms: float) -> mc.ModelConfig:
+def model_config(
+    model: TailModel,
+    *,
+    max_batch: int,
+    max_delay_ms: float,
+    instances: int = 1,
+    threads: int | None = None,
+) -> mc.ModelConfig:
     """The config of ``model`` as served.
+
+    ``instances`` (batches run at once) and ``threads`` (torch's intra-op threads each,
+    ``None``: torch's default) come as the parameters ``tail_instances`` and
+    ``tail_threads``: this config message has no ``instance_group``.
 
     ``max_batch_size`` is 0: a request is one frame (its one input is one codec
     payload, no batch dimension); the server batches frames from many requests
@@ -34,4 +45,7 @@ def model_config(model: TailModel, *, max_batch: int, max_delay_ms: float) -> mc
         config.dynamic_batching.max_queue_delay_microseconds = int(max_delay_ms * 1000)
     config.parameters["task"].string_value = model.task
     config.parameters["max_batch_frames"].string_value = str(batch)
+    config.parameters["tail_instances"].string_value = str(instances)
+    if threads is not None:
+        config.parameters["tail_threads"].string_value = str(threads)
     return config

@@ -49,6 +49,7 @@ __all__ = [
     "CLASSIFICATION",
     "InferError",
     "InferenceCore",
+    "default_tail_instances",
     "default_tail_threads",
     "with_request_id",
 ]
@@ -528,6 +529,23 @@ def default_tail_threads(device: str) -> int | None:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // 2)
+
+
+def default_tail_instances(device: str) -> int:
+    """Batches run at once when ``serve`` is not told: two on a CPU of two cores or more
+    (each with :func:`default_tail_threads`, so the tails can fill every core under
+    load while one request at a time still gets a core to itself), one on a GPU.
+
+    Measured as :func:`default_tail_threads` was: with one tail thread, two instances
+    gave 3.9-5.8 infer/s at concurrency 8 against 2.6-5.6 with one, concurrency 1
+    unchanged.
+    """
+    if device != "cpu":
+        return 1
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 2 if (cores or 1) >= 2 else 1
 
 
 def _set_torch_threads(n: int | None) -> None:

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitnet._errors import ConfigError
 from splitnet.server._auth import TokenAuthInterceptor
-from splitnet.server._core import InferenceCore, default_tail_threads
+from splitnet.server._core import InferenceCore, default_tail_instances, default_tail_threads
 from splitnet.server._health import HealthServicer
 from splitnet.server._http import HttpServer, create_app
 from splitnet.server._metrics import Metrics, serve_metrics
@@ -67,7 +67,8 @@ class ServerConfig:
             the cores, at least one; on a GPU torch's default), see
             :func:`splitnet.server._core.default_tail_threads`.
         tail_instances: batches of one model that run at once, each in its own thread
-            (Triton's instance count); with ``tail_threads`` 1, one core each.
+            (Triton's instance count; ``None``: 2 on a CPU of 2 cores or more, else 1),
+            see :func:`splitnet.server._core.default_tail_instances`.
         index: a representative index (``splitnet index build``): classification
             answers to requests carrying a frame hash get the nearest reference of each
             top-k class (see :mod:`splitnet.server._representatives`).
@@ -94,7 +95,7 @@ class ServerConfig:
     version_policy: str = "latest:1"
     decode_threads: int = 2
     tail_threads: int | None = None
-    tail_instances: int = 1
+    tail_instances: int | None = None
     index: str | Path | None = None
 
 
@@ -131,7 +132,7 @@ class InferenceServer:
             raise ConfigError(f"--decode-threads must be >= 1, got {config.decode_threads}")
         if config.tail_threads is not None and config.tail_threads < 1:
             raise ConfigError(f"--tail-threads must be >= 1, got {config.tail_threads}")
-        if config.tail_instances < 1:
+        if config.tail_instances is not None and config.tail_instances < 1:
             raise ConfigError(f"--tail-instances must be >= 1, got {config.tail_instances}")
         policy = parse_version_policy(config.version_policy)
         self.config = config
@@ -159,7 +160,11 @@ class InferenceServer:
                 if config.tail_threads is not None
                 else default_tail_threads(self.device)
             ),
-            tail_instances=config.tail_instances,
+            tail_instances=(
+                config.tail_instances
+                if config.tail_instances is not None
+                else default_tail_instances(self.device)
+            ),
             representatives=representatives,
         )
         self.metrics.requests.known = lambda: self.core.models

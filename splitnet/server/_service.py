@@ -82,7 +82,11 @@ class InferenceService:
     def model_config(self, name: str, version: str = "") -> pb.ModelConfigResponse:
         model = self.core.model(name, version)
         config = model_config(
-            model, max_batch=self.core.max_batch, max_delay_ms=self.core.max_delay_ms
+            model,
+            max_batch=self.core.max_batch,
+            max_delay_ms=self.core.max_delay_ms,
+            instances=self.core.tail_instances,
+            threads=self.core.tail_threads,
         )
         return pb.ModelConfigResponse(config=config)
 
