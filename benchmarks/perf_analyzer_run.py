@@ -190,7 +190,8 @@ def table(results: dict, meta: dict) -> str:
         f"{meta['split']}, input {meta['input']}, width {meta['width']}, q4 payload "
         f"{meta['payload_bytes']:,} bytes); median of {meta['repeats']} interleaved rounds, "
         f"{meta['requests']} requests measured (at least 8 a client); 'C / mean latency' is "
-        "the concurrency over the mean of perf_analyzer's latency parts. Machine: {meta['machine']}. "
+        "the concurrency over the mean of perf_analyzer's latency parts. "
+        f"Machine: {meta['machine']}. "
         f"Load average before / after: {meta['load_before']} / {meta['load_after']}.",
         "",
         "| mode | concurrency | infer/s | C / mean latency | p50 ms | p95 ms | p99 ms "
