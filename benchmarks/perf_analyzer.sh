@@ -16,7 +16,7 @@
 #
 # Environment: PYTHON (default: the venv's python or python3), PA_VERSION (2.60.0),
 # CONCURRENCY ("1 8"), MODES ("grpc grpc-stream http"), REPEATS (1, interleaved rounds),
-# REQUESTS (48 measured per mode and concurrency, at least 8 a client), INPUT (3x64x384),
+# REQUESTS (96 measured per mode and concurrency, at least 8 a client), INPUT (3x64x384),
 # SPLIT (encoder.block3.pool),
 # SERVE_ARGS (extra `splitnet serve` options), OUT (results folder, default
 # benchmarks/results), NAME (file stem, default perf_analyzer). Any further arguments go
@@ -33,7 +33,7 @@ export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 CONCURRENCY=${CONCURRENCY:-"1 8"}
 MODES=${MODES:-"grpc grpc-stream http"}
 REPEATS=${REPEATS:-1}
-REQUESTS=${REQUESTS:-48}
+REQUESTS=${REQUESTS:-96}
 INPUT=${INPUT:-3x64x384}
 SPLIT=${SPLIT:-encoder.block3.pool}
 OUT=${OUT:-$ROOT/benchmarks/results}

@@ -41,6 +41,15 @@ MODES = {
     "http": ["-i", "http"],
 }
 MODEL = "unet"
+LATENCY_PARTS = (
+    "Client Send",
+    "Network+Server Send/Recv",
+    "Server Queue",
+    "Server Compute Input",
+    "Server Compute Infer",
+    "Server Compute Output",
+    "Client Recv",
+)
 
 
 def free_port() -> int:
@@ -142,15 +151,22 @@ def perf_analyzer_command(args, mode: str, concurrency: int, url: str, data: Pat
     ]
 
 
-def read_csv(path: Path) -> dict[str, float]:
-    """perf_analyzer's CSV report (one row per concurrency): infer/s and latencies in ms."""
+def read_csv(path: Path) -> dict:
+    """perf_analyzer's CSV report (one row per concurrency): infer/s and latencies in ms,
+    and every column as written (``csv``)."""
     with path.open() as f:
         (row,) = list(csv.DictReader(f))
     us = {k: float(v) for k, v in row.items() if k and v not in (None, "")}
     if "p95 latency" not in us:
         raise SystemExit(f"{path}: no 'p95 latency' column in {sorted(us)}")
+    # the mean latency is the sum of perf_analyzer's parts of it; by Little's law a
+    # closed loop of C clients then runs C / mean latency requests a second. Beside
+    # perf_analyzer's own figure, which comes in whole-second steps of its window
+    mean_us = sum(us.get(k, 0) for k in LATENCY_PARTS)
     return {
         "infer_per_s": us["Inferences/Second"],
+        "little_infer_per_s": us["Concurrency"] / (mean_us / 1e6) if mean_us else 0.0,
+        "mean_ms": mean_us / 1000,
         "p50_ms": us["p50 latency"] / 1000,
         "p95_ms": us["p95 latency"] / 1000,
         "p99_ms": us["p99 latency"] / 1000,
@@ -158,11 +174,12 @@ def read_csv(path: Path) -> dict[str, float]:
         "network_ms": us.get("Network+Server Send/Recv", 0) / 1000,
         "server_queue_ms": us.get("Server Queue", 0) / 1000,
         "server_compute_infer_ms": us.get("Server Compute Infer", 0) / 1000,
+        "csv": us,
     }
 
 
 def summarise(runs: list[dict[str, float]]) -> dict:
-    out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "csv"}
     out["runs"] = runs
     return out
 
@@ -172,17 +189,21 @@ def table(results: dict, meta: dict) -> str:
         f"perf_analyzer {meta['perf_analyzer']} against `splitnet serve` (unet-vgg16 tail at "
         f"{meta['split']}, input {meta['input']}, width {meta['width']}, q4 payload "
         f"{meta['payload_bytes']:,} bytes); median of {meta['repeats']} interleaved rounds, "
-        f"{meta['requests']} requests measured (at least 8 a client). Machine: {meta['machine']}. "
+        f"{meta['requests']} requests measured (at least 8 a client); 'C / mean latency' is "
+        "the concurrency over the mean of perf_analyzer's latency parts. "
+        f"Machine: {meta['machine']}. "
         f"Load average before / after: {meta['load_before']} / {meta['load_after']}.",
         "",
-        "| mode | concurrency | infer/s | p50 ms | p95 ms | p99 ms | infer/s per round |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | concurrency | infer/s | C / mean latency | p50 ms | p95 ms | p99 ms "
+        "| infer/s per round |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for mode, by_c in results.items():
         for c, r in by_c.items():
             rounds = ", ".join(f"{x['infer_per_s']:.2f}" for x in r["runs"])
             lines.append(
-                f"| {mode} | {c} | {r['infer_per_s']:.2f} | {r['p50_ms']:.0f} | "
+                f"| {mode} | {c} | {r['infer_per_s']:.2f} | {r['little_infer_per_s']:.2f} "
+                f"| {r['p50_ms']:.0f} | "
                 f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {rounds} |"
             )
     lines.append("")
@@ -191,7 +212,11 @@ def table(results: dict, meta: dict) -> str:
         if len(cs) > 1:
             lo, hi = by_c[cs[0]], by_c[cs[-1]]
             gain = hi["infer_per_s"] / lo["infer_per_s"]
-            lines.append(f"- {mode}: concurrency {cs[-1]} / {cs[0]} throughput **{gain:.2f}x**")
+            little = hi["little_infer_per_s"] / lo["little_infer_per_s"]
+            lines.append(
+                f"- {mode}: concurrency {cs[-1]} / {cs[0]} throughput **{gain:.2f}x** "
+                f"(C / mean latency: {little:.2f}x)"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -207,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--requests",
         type=int,
-        default=48,
+        default=96,
         help="requests measured per mode and concurrency (at least 8 a client)",
     )
     p.add_argument("--input", default="3x64x384")
