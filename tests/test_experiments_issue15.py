@@ -124,3 +124,28 @@ def test_committed_svm_tail_results_agree():
         assert len(acc) == res["splits"]
         assert r["mean"] == pytest.approx(acc.mean()) and r["std"] == pytest.approx(acc.std(ddof=1))
         assert f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f}" in table
+
+
+def test_the_tail_trains_on_batch_statistics():
+    """svm_tail's training graph: the exported tail's eval-mode batch norms run on the
+    batch (normalised output, running statistics updated), sharing the tail's buffers."""
+    import torch
+    from torch import nn
+
+    from splitnet.split import trace
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4, affine=False))
+    net.eval()
+    _, tail = trace(net, torch.zeros(1, 3, 8, 8)).split(0)
+    train_gm = _script("svm_tail").training_graph(tail)
+    (mean,) = [b for n, b in tail.named_buffers() if n.endswith("running_mean")]
+    assert torch.equal(mean, torch.zeros(4))
+    x = torch.randn(6, 4, 6, 6) * 5 + 3
+    out = train_gm(x)
+    assert out.mean(dim=(0, 2, 3)).abs().max() < 1e-4  # normalised by the batch's statistics
+    assert out.var(dim=(0, 2, 3)).sub(1).abs().max() < 0.05
+    assert mean.abs().max() > 0  # the running mean moved, in the tail's own buffer
+    (var,) = [b for n, b in tail.named_buffers() if n.endswith("running_var")]
+    with torch.no_grad():  # the eval-mode tail now scores with the updated statistics
+        expected = (net[1](x) - mean[:, None, None]) / (var[:, None, None] + 1e-5).sqrt()
+        assert torch.allclose(tail(x), expected, atol=1e-5)
