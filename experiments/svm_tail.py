@@ -19,6 +19,7 @@ same 70% (head frozen: the cached features) and scores it on the same 30%. Write
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -83,7 +84,31 @@ def _tail(b: dict, weights: Path, shape, num_classes: int) -> torch.nn.Module:
     return free_batch_in_reshapes(tail)  # traced at batch 1: any batch
 
 
+_BN_EVAL = "aten._native_batch_norm_legit_no_training.default"
+
+
+def _batch_norm_on_batch(x, weight, bias, running_mean, running_var, momentum, eps):
+    """Batch norm in training mode (batch statistics, running ones updated in place), with
+    the ``(out, mean, rstd)`` tuple of the eval-mode op it replaces."""
+    out = F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
+    return out, x.new_empty(0), x.new_empty(0)
+
+
+def training_graph(tail: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``tail`` with its batch norms on the batch's statistics, sharing its parameters and
+    buffers: the exported (eval-mode) graph would train a random-init tail with random
+    running statistics, whose activations vanish through the blocks (logits ~0)."""
+    graph = copy.deepcopy(tail.graph)
+    for n in graph.nodes:
+        if n.op == "call_function" and str(n.target) == _BN_EVAL:
+            n.target = _batch_norm_on_batch
+    return torch.fx.GraphModule(tail, graph)
+
+
 def _train_tail(tail, xs, y, *, epochs: int, batch: int, lr: float, seed: int) -> None:
+    """Adam on cross-entropy; batch norms on batch statistics (their running statistics
+    are what the eval-mode ``tail`` then scores with)."""
+    train_gm = training_graph(tail)
     params = [p for p in tail.parameters() if p.is_floating_point()]
     for p in params:
         p.requires_grad_(True)
@@ -91,7 +116,9 @@ def _train_tail(tail, xs, y, *, epochs: int, batch: int, lr: float, seed: int) -
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         for idx in torch.randperm(len(y), generator=gen).split(batch):
-            loss = F.cross_entropy(tail(*(x[idx] for x in xs)), y[idx])
+            if len(idx) < 2:  # batch statistics of one sample
+                continue
+            loss = F.cross_entropy(train_gm(*(x[idx] for x in xs)), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -76,3 +76,76 @@ def test_committed_calibration_results_agree():
     assert ("**met**" if target["met"] else "**not met**") in table
     # the calibration and test splits are the two halves of one held-out set
     assert res["calibration"]["images"] + res["test"]["images"] == 2000
+
+
+# ---- svm_tail -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.export
+def test_svm_tail_runs_end_to_end(tmp_path):
+    config = _tiny_config(
+        tmp_path,
+        "svm_tail",
+        input=[3, 32, 32],
+        data="parts:n=36,size=32,seed=0",
+        splits=2,
+        svm__cv=2,
+        tail__epochs=1,
+        pretrain__data="parts:n=24,size=32,seed=1,val=0.25",
+        pretrain__epochs=1,
+    )
+    cfg = yaml.safe_load(config.read_text())
+    cfg["backbones"] = cfg["backbones"][1:]  # the two mobilenet-v2 backbones: no vgg16 export
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert _script("svm_tail").main([str(config), "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    # per backbone: 2 kernels x 2 pools of SVM, and the tail
+    assert len(res["rows"]) == 2 * (2 * 2 + 1)
+    for row in res["rows"]:
+        assert len(row["accuracy"]) == 2 and all(0 <= a <= 1 for a in row["accuracy"])
+    pooled = {r["features"] for r in res["rows"] if r["method"] != "fine-tuned tail"}
+    assert pooled == {32}  # avg/max pooling of features.0.2's 32 channels
+    assert (out / "svm_tail.png").stat().st_size > 0
+
+
+def test_committed_svm_tail_results_agree():
+    import numpy as np
+
+    out = EXPERIMENTS / "results" / "svm_tail"
+    res = json.loads((out / "results.json").read_text())
+    table = (out / "table.md").read_text()
+    assert res["splits"] == 10 and res["test_fraction"] == 0.3  # seed 001's protocol
+    methods = {r["method"] for r in res["rows"]}
+    assert {"linear SVM", "rbf SVM", "fine-tuned tail"} <= methods
+    for r in res["rows"]:
+        acc = np.asarray(r["accuracy"])
+        assert len(acc) == res["splits"]
+        assert r["mean"] == pytest.approx(acc.mean()) and r["std"] == pytest.approx(acc.std(ddof=1))
+        assert f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f}" in table
+
+
+def test_the_tail_trains_on_batch_statistics():
+    """svm_tail's training graph: the exported tail's eval-mode batch norms run on the
+    batch (normalised output, running statistics updated), sharing the tail's buffers."""
+    import torch
+    from torch import nn
+
+    from splitnet.split import trace
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4, affine=False))
+    net.eval()
+    _, tail = trace(net, torch.zeros(1, 3, 8, 8)).split(0)
+    train_gm = _script("svm_tail").training_graph(tail)
+    (mean,) = [b for n, b in tail.named_buffers() if n.endswith("running_mean")]
+    assert torch.equal(mean, torch.zeros(4))
+    x = torch.randn(6, 4, 6, 6) * 5 + 3
+    out = train_gm(x)
+    assert out.mean(dim=(0, 2, 3)).abs().max() < 1e-4  # normalised by the batch's statistics
+    assert out.var(dim=(0, 2, 3)).sub(1).abs().max() < 0.05
+    assert mean.abs().max() > 0  # the running mean moved, in the tail's own buffer
+    (var,) = [b for n, b in tail.named_buffers() if n.endswith("running_var")]
+    with torch.no_grad():  # the eval-mode tail now scores with the updated statistics
+        expected = (net[1](x) - mean[:, None, None]) / (var[:, None, None] + 1e-5).sqrt()
+        assert torch.allclose(tail(x), expected, atol=1e-5)
