@@ -248,7 +248,8 @@ def plot_variants(report: VariantsReport, path: str | Path) -> None:
     label = "top-1 (%)" if report.metric == "top1" else "mean Dice (%)"
     ax.set_xlabel(f"head latency on {device}, {report.threads[0]} thread(s) (ms, mean)")
     ax.set_ylabel(label)
-    ax.set_title(f"head variants: {label} vs latency (marker area ~ file size)")
+    ax.set_title(f"head variants: {label} vs latency\n(marker area ~ file size)", fontsize=10)
+    ax.margins(x=0.2, y=0.25)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
