@@ -49,7 +49,7 @@ def variants(tmp_path_factory):
 
 def test_every_variant_is_a_parity_checked_bundle_of_its_own_name(variants):
     assert list(variants) == ["fp32", "fp16", "int8-weights", "int8"]
-    assert sorted(variants) == list_variants()
+    assert sorted(variants) == [v for v in list_variants() if v != "int8-acc"]
     names = {r.manifest.name for r in variants.values()}
     assert names == {f"_Net.block.2-{v}" for v in variants}, names
     for v, r in variants.items():
@@ -102,7 +102,15 @@ def test_relative_rms_error_is_noise_over_signal():
     [
         (
             ["--variants", "int4"],
-            "unknown head variant 'int4'.*Valid: fp16, fp32, int8, int8-weights",
+            "unknown head variant 'int4'.*Valid: fp16, fp32, int8, int8-acc, int8-weights",
+        ),
+        (
+            ["--variants", "int8-acc", "--data", "parts:n=8,size=32,subset=train"],
+            "names a subset: give int8-acc's held-out frames",
+        ),
+        (
+            ["--variants", "int8-acc", "--data", "parts:n=8,size=32", "--max-drop", "0"],
+            "--max-drop must be in",
         ),
         (["--variants", "int8", "--target", "myriad"], "MYRIAD plugin runs FP16 only"),
         (["--variants", "int8"], "needs calibration frames: give --data"),
@@ -219,3 +227,26 @@ def test_the_variants_experiment_runs_on_a_tiny_config(tmp_path):
         study / "table.md"
     ).read_text()
     assert "| r18 | int8 |" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_int8_with_accuracy_control_records_its_bound(tmp_path):
+    torch.manual_seed(0)
+    (r,) = optimize(
+        _Net().eval(),
+        input_shape=(3, 32, 32),
+        split="block.2",
+        out_dir=tmp_path,
+        variants=["int8-acc"],
+        data="parts:n=40,size=32",
+        frames=8,
+        validation_frames=8,
+        max_drop=1.0,
+        progress=False,
+        num_classes=6,
+    )
+    section = r.manifest.head["variant"]
+    assert section["name"] == "int8-acc" and r.manifest.head["precision"] == "INT8"
+    assert section["accuracy_control"]["max_drop"] == 0.01
+    assert section["accuracy_control"]["frames"] == 8
+    assert section["accuracy_control"]["float_layers"] >= 0 and r.parity.ok
+    assert HeadRunner(r.bundle_dir)(np.zeros((32, 32, 3), np.uint8))[0].shape == (1, 64, 16, 16)

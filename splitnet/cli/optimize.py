@@ -6,7 +6,8 @@ torch head it came from (INT8 with a looser tolerance, recorded in the manifest)
 ``fp32`` (float weights), ``fp16`` (FP16 weights, the default of every export),
 ``int8-weights`` (weight-only INT8, ``nncf.compress_weights``), ``int8`` (weights and
 activations, ``nncf.quantize`` on ``--frames`` calibration frames of ``--data``, fast
-bias correction). Each bundle is named ``NAME-VARIANT``, so one server serves them
+bias correction), ``int8-acc`` (``nncf.quantize_with_accuracy_control``: layers go back
+to float until held-out top-1 / mean Dice is within ``--max-drop`` points). Each bundle is named ``NAME-VARIANT``, so one server serves them
 side by side; ``splitnet variants DIR/*`` compares them.
 """
 
@@ -40,6 +41,19 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--frames", type=int, default=300, help="calibration frames for int8 (default 300)"
     )
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.5,
+        help="int8-acc: largest held-out drop of top-1 / mean Dice, in points (default 0.5)",
+    )
+    p.add_argument(
+        "--validation-data",
+        help="int8-acc: held-out labelled frames (default: --data's val subset)",
+    )
+    p.add_argument(
+        "--validation-frames", type=int, default=300, help="int8-acc: frames at most (300)"
+    )
     p.add_argument("--out", required=True, help="folder of the variant bundles")
     p.add_argument("--weights", help="local state-dict file (default: random weights)")
     p.add_argument("--target", default="cpu", help="export target: cpu or myriad (default cpu)")
@@ -64,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         split=None if args.device_only else args.split,
         data=args.data,
         frames=args.frames,
+        validation_data=args.validation_data,
+        validation_frames=args.validation_frames,
+        max_drop=args.max_drop,
         name=args.name,
         overwrite=args.overwrite,
         weights=args.weights,

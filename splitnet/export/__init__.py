@@ -30,7 +30,13 @@ from splitnet.export._targets import (
     load_myriad_ops,
     register_target,
 )
-from splitnet.export._variants import HEAD_VARIANTS, HeadVariant, get_variant, list_variants
+from splitnet.export._variants import (
+    HEAD_VARIANTS,
+    HeadVariant,
+    Validation,
+    get_variant,
+    list_variants,
+)
 from splitnet.export._whole import WHOLE_MODES, export_whole
 
 __all__ = [
@@ -48,6 +54,7 @@ __all__ = [
     "ParityError",
     "ParityReport",
     "TensorParity",
+    "Validation",
     "compare_outputs",
     "convert_head",
     "export_bundle",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -217,6 +218,7 @@ def export_bundle(
     variant: str = "fp16",
     calibration_frames: Sequence[np.ndarray] | None = None,
     calibration_data: str | None = None,
+    validation=None,
 ) -> ExportResult:
     """Exports the split of ``model`` at ``split`` as a deployable bundle.
 
@@ -252,6 +254,8 @@ def export_bundle(
             ``calibration_frames``, ``H x W x 3`` uint8; ``calibration_data`` names
             where they came from in the manifest). INT8 variants are checked with a
             looser parity tolerance and refused for ``target="myriad"``.
+        validation: held-out frames for ``int8-acc``
+            (:class:`splitnet.export.Validation`; its tail is set to the split's).
 
     Raises:
         ExportError: the head has operations the target cannot run (the message
@@ -297,6 +301,9 @@ def export_bundle(
                 head_variant,
                 calibration_frames,
                 calibration=calibration_data,
+                validation=None
+                if validation is None
+                else dataclasses.replace(validation, tail=s.tail.eval()),
             )
             variant_section["parameters"] = sum(p.numel() for p in s.head.parameters())
 

@@ -13,7 +13,7 @@ import numpy as np
 from splitnet._errors import ConfigError
 from splitnet.export._variants import check_target, get_variant
 
-__all__ = ["calibration_frames", "optimize"]
+__all__ = ["calibration_frames", "optimize", "validation_set"]
 
 
 def calibration_frames(spec: str, shape: tuple[int, int, int], n: int) -> list[np.ndarray]:
@@ -45,6 +45,29 @@ def calibration_frames(spec: str, shape: tuple[int, int, int], n: int) -> list[n
     return frames
 
 
+def validation_set(spec: str, shape: tuple[int, int, int], n: int, max_drop_points: float):
+    """A :class:`~splitnet.export.Validation` of ``n`` labelled frames of ``spec``'s ``val``
+    subset (unless the spec says ``subset=``) and the largest drop in points."""
+    import torch
+
+    from splitnet.data import open_dataset, parse_spec
+    from splitnet.export._variants import Validation
+
+    if not 0 < max_drop_points < 100:
+        raise ConfigError(f"--max-drop must be in (0, 100) points, got {max_drop_points}")
+    parsed = parse_spec(spec)
+    c, h, w = shape
+    ds = open_dataset(parsed, subset=parsed.options.get("subset", "val"), size=(h, w), channels=c)
+    if len(ds) == 0:
+        raise ConfigError(f"--data {spec}: no held-out frames to validate int8-acc on")
+    frames, targets = [], []
+    for i in range(min(n, len(ds))):
+        x, y = ds[i]
+        frames.append((x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+        targets.append(y.numpy() if torch.is_tensor(y) else int(y))
+    return Validation(frames, targets, ds.task, ds.num_classes, max_drop=max_drop_points / 100)
+
+
 def optimize(
     model,
     *,
@@ -54,6 +77,9 @@ def optimize(
     split: int | str | None = None,
     data: str | None = None,
     frames: int = 300,
+    validation_data: str | None = None,
+    validation_frames: int = 300,
+    max_drop: float = 0.5,
     name: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -68,6 +94,9 @@ def optimize(
             (the seed 000 case: everything on the device).
         data: the ``--data`` spec of the calibration frames (required by ``int8``).
         frames: how many calibration frames (NNCF's default subset is 300).
+        validation_data, validation_frames, max_drop: for ``int8-acc``: the held-out
+            labelled frames (default: ``data``'s ``val`` subset, where ``data`` does not
+            name a subset) and the largest drop of top-1 / mean Dice, in points.
         name: the base of the names a server registers (default ``MODEL.POINT``);
             each variant's bundle is named ``BASE-VARIANT``, so one server serves all.
         export_kw: passed on (``weights``, ``target``, ``codec``, ``num_classes``, ...).
@@ -95,6 +124,10 @@ def optimize(
     if needs and data is None:
         raise ConfigError(f"variant {needs[0]} needs calibration frames: give --data SPEC")
     calib = calibration_frames(data, tuple(input_shape), frames) if needs else None
+    held = None
+    if "int8-acc" in variants:
+        spec = validation_data or _val_of(data)
+        held = validation_set(spec, tuple(input_shape), validation_frames, max_drop)
     out = Path(out_dir)
     results = []
     bar = tqdm(chosen, desc="variants", unit="variant", file=sys.stderr, disable=not progress)
@@ -107,6 +140,7 @@ def optimize(
             variant=v.name,
             calibration_frames=calib if v.needs_data else None,
             calibration_data=data if v.needs_data else None,
+            validation=held if v.name == "int8-acc" else None,
             **export_kw,
         )
         if split is None:
@@ -116,6 +150,17 @@ def optimize(
         base = name or r.manifest.name
         results.append(_rename(r, f"{base}-{v.name}"))
     return results
+
+
+def _val_of(data: str) -> str:
+    """``data``'s ``val`` subset, unless it names a subset (then give the held-out data)."""
+    from splitnet.data import parse_spec
+
+    if "subset" in parse_spec(data).options:
+        raise ConfigError(
+            f"--data {data} names a subset: give int8-acc's held-out frames (--validation-data)"
+        )
+    return f"{data},subset=val" if ":" in data else f"{data}:subset=val"
 
 
 def _rename(result, new_name: str):

@@ -28,7 +28,14 @@ import numpy as np
 from splitnet._errors import ConfigError
 from splitnet._registry import Registry
 
-__all__ = ["HEAD_VARIANTS", "HeadVariant", "get_variant", "list_variants", "save_head"]
+__all__ = [
+    "HEAD_VARIANTS",
+    "HeadVariant",
+    "Validation",
+    "get_variant",
+    "list_variants",
+    "save_head",
+]
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ class HeadVariant:
         tolerance: the parity tolerance (relative to each tensor's range) it must meet;
             None: the export's own (``tolerance=``).
         needs_data: it needs calibration frames.
-        transform: ``(model, frames) -> model``, before saving.
+        transform: ``(model, frames, validation) -> model``, before saving.
         compress_to_fp16: how ``openvino.save_model`` stores the float constants left.
     """
 
@@ -51,7 +58,7 @@ class HeadVariant:
     activations: str
     tolerance: float | None
     needs_data: bool
-    transform: Callable[[Any, Sequence[np.ndarray] | None], Any]
+    transform: Callable[[Any, Sequence[np.ndarray] | None, Validation | None], Any]
     compress_to_fp16: bool
     description: str = ""
     parity_metric: str = "max_rel"
@@ -85,7 +92,56 @@ class HeadVariant:
 HEAD_VARIANTS: Registry[HeadVariant] = Registry("head variant")
 
 
-def _same(model, frames):
+@dataclass(frozen=True)
+class Validation:
+    """Held-out frames and what scores them, for accuracy-aware quantization.
+
+    Attributes:
+        frames: ``H x W x 3`` uint8 frames.
+        targets: their labels (class indices) or masks (``C x H x W``).
+        task: ``classification`` (top-1) or ``segmentation`` (mean Dice).
+        num_classes: the model's classes.
+        tail: the torch tail that turns the head's outputs into logits (None: the head's
+            output is the logits, a device-only model). The codec is not applied.
+        max_drop: the largest drop of the metric allowed, absolute (0.005: half a point).
+    """
+
+    frames: Sequence[np.ndarray]
+    targets: Sequence[Any]
+    task: str
+    num_classes: int
+    tail: Any = None
+    max_drop: float = 0.005
+
+    def score(self, compiled, items) -> tuple[float, list[float]]:
+        """NNCF's ``validation_fn``: the metric over ``items`` and each item's own score."""
+        import torch
+
+        from splitnet.train._eval import make_meter
+
+        total = make_meter(self.task, self.num_classes)
+        each = []
+        for frame, target in items:
+            res = compiled([frame[None]])
+            outs = [np.asarray(res[o]) for o in compiled.outputs]
+            if self.tail is None:
+                logits = torch.from_numpy(outs[0])
+            else:
+                with torch.inference_mode():
+                    logits = self.tail(*(torch.from_numpy(o) for o in outs)).float()
+            t = torch.as_tensor(target)[None]
+            one = make_meter(self.task, self.num_classes)
+            for meter in (total, one):
+                meter.update(logits, t)
+            each.append(_primary(one.compute()))
+        return _primary(total.compute()), each
+
+
+def _primary(metrics: dict) -> float:
+    return float(metrics["top1"] if "top1" in metrics else metrics["mean_dice"])
+
+
+def _same(model, frames, validation):
     return model
 
 
@@ -100,17 +156,37 @@ def _nncf():
     return nncf
 
 
-def _compress_weights(model, frames):
+def _compress_weights(model, frames, validation):
     nncf = _nncf()
     return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
 
 
-def _quantize(model, frames):
+def _quantize(model, frames, validation):
     nncf = _nncf()
     items = [np.ascontiguousarray(f)[None] for f in frames]
     return nncf.quantize(
         model,
         nncf.Dataset(items),
+        subset_size=len(items),
+        fast_bias_correction=True,
+    )
+
+
+def _quantize_with_accuracy_control(model, frames, validation):
+    """``nncf.quantize_with_accuracy_control``: INT8, then layers back to float, the most
+    harmful first, until the held-out metric is within ``max_drop`` of the float model's."""
+    nncf = _nncf()
+    if validation is None:
+        raise ConfigError("variant int8-acc needs held-out labelled frames (--data)")
+    items = [np.ascontiguousarray(f)[None] for f in frames]
+    held = list(zip(validation.frames, validation.targets, strict=True))
+    return nncf.quantize_with_accuracy_control(
+        model,
+        nncf.Dataset(items),
+        nncf.Dataset(held),
+        validation.score,
+        max_drop=validation.max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
         subset_size=len(items),
         fast_bias_correction=True,
     )
@@ -142,6 +218,17 @@ for _v in (
         "INT8 weights and activations (nncf.quantize, calibrated, fast bias correction)",
         parity_metric="rel_rmse",
     ),
+    HeadVariant(
+        "int8-acc",
+        "i8",
+        "i8",
+        0.2,
+        True,
+        _quantize_with_accuracy_control,
+        False,
+        "int8 with a bounded held-out drop (nncf.quantize_with_accuracy_control)",
+        parity_metric="rel_rmse",
+    ),
 ):
     HEAD_VARIANTS.add(_v.name, _v)
 
@@ -171,6 +258,7 @@ def save_head(
     frames: Sequence[np.ndarray] | None = None,
     *,
     calibration: str | None = None,
+    validation: Validation | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Transforms ``model`` as ``variant`` says and saves it at ``xml``: the saved model
     and the manifest's ``head.variant`` section.
@@ -183,7 +271,7 @@ def save_head(
 
     if variant.needs_data and not frames:
         raise ConfigError(f"variant {variant.name!r} needs calibration frames (--data)")
-    out = variant.transform(model, frames)
+    out = variant.transform(model, frames, validation)
     ov.save_model(out, xml, compress_to_fp16=variant.compress_to_fp16)
     section: dict[str, Any] = {
         "name": variant.name,
@@ -192,4 +280,21 @@ def save_head(
     }
     if variant.needs_data:
         section["calibration"] = {"data": calibration, "frames": len(frames or ())}
+    if variant.transform is _quantize_with_accuracy_control:
+        section["accuracy_control"] = {
+            "max_drop": validation.max_drop,
+            "frames": len(validation.frames),
+            "float_layers": _float_layers(out),
+        }
     return out, section
+
+
+def _float_layers(model) -> int:
+    """Convolutions and matrix products left without a quantizer on their input."""
+    count = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul"):
+            src = op.input_value(0).get_node()
+            if src.get_type_name() != "FakeQuantize":
+                count += 1
+    return count

@@ -114,12 +114,13 @@ def export_whole(
     variant: str = "fp16",
     calibration_frames=None,
     calibration_data: str | None = None,
+    validation=None,
 ) -> ExportResult:
     """Exports the whole model as a ``device-only`` or an ``image`` bundle.
 
     Args:
         model, input_shape, weights, target, num_classes, model_args, tolerance,
-        parity_frames, overwrite, variant, calibration_frames, calibration_data: as
+        parity_frames, overwrite, variant, calibration_frames, calibration_data, validation: as
             :func:`splitnet.export.export_bundle` (the variant applies to device-only).
         out_dir: the bundle folder.
         mode: ``"device-only"`` (the whole model as the head IR) or ``"image"``
@@ -170,7 +171,7 @@ def export_whole(
                 staging,
                 head_variant.parity_tolerance(tolerance),
                 parity_frames,
-                variant=(head_variant, calibration_frames, calibration_data),
+                variant=(head_variant, calibration_frames, calibration_data, validation),
             )
             default = f"{model_name}.device-only"
         else:
@@ -215,9 +216,9 @@ def _device_only(
             f"the whole model cannot run on target {tgt.name!r}: "
             + "; ".join(sorted({str(v) for v in violations}))
         )
-    head_variant, frames, data = variant
+    head_variant, frames, data, validation = variant
     ov_model, variant_section = save_head(
-        ov_model, staging / HEAD_XML, head_variant, frames, calibration=data
+        ov_model, staging / HEAD_XML, head_variant, frames, calibration=data, validation=validation
     )
     variant_section["parameters"] = sum(p.numel() for p in net.parameters())
     s = _Split("", None, None, None, head, None, spec, crossing)
