@@ -123,6 +123,12 @@ def serve(repository: Path, port: int, http_port: int, extra: list[str], log: Pa
     raise SystemExit("splitnet serve did not come up in 180 s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def perf_analyzer_command(args, mode: str, concurrency: int, url: str, data: Path, csv_path: Path):
     prefix = [args.binary]
     if args.loader:
@@ -190,13 +196,14 @@ def table(results: dict, meta: dict) -> str:
         f"{meta['split']}, input {meta['input']}, width {meta['width']}, q4 payload "
         f"{meta['payload_bytes']:,} bytes); median of {meta['repeats']} interleaved rounds, "
         f"{meta['requests']} requests measured (at least 8 a client); 'C / mean latency' is "
-        "the concurrency over the mean of perf_analyzer's latency parts. "
+        "the concurrency over the mean of perf_analyzer's latency parts; 'server cores' the "
+        "CPU time the server process used over the run's wall time. "
         f"Machine: {meta['machine']}. "
         f"Load average before / after: {meta['load_before']} / {meta['load_after']}.",
         "",
         "| mode | concurrency | infer/s | C / mean latency | p50 ms | p95 ms | p99 ms "
-        "| infer/s per round |",
-        "|---|---|---|---|---|---|---|---|",
+        "| server cores | infer/s per round |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, by_c in results.items():
         for c, r in by_c.items():
@@ -204,7 +211,8 @@ def table(results: dict, meta: dict) -> str:
             lines.append(
                 f"| {mode} | {c} | {r['infer_per_s']:.2f} | {r['little_infer_per_s']:.2f} "
                 f"| {r['p50_ms']:.0f} | "
-                f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {rounds} |"
+                f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r.get('server_cores', 0):.2f} "
+                f"| {rounds} |"
             )
     lines.append("")
     for mode, by_c in results.items():
@@ -271,14 +279,18 @@ def main(argv: list[str] | None = None) -> None:
                     for mode, c in cases:
                         csv_path = tmp / f"{mode}-c{c}-{r}.csv"
                         cmd = perf_analyzer_command(args, mode, c, urls[mode], data, csv_path)
+                        cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
                         done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+                        # the cores the server used meanwhile (warm-up included): on a
+                        # shared machine its share of the CPU, whatever its threads
+                        cores = (cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0)
                         if done.returncode != 0 or not csv_path.exists():
                             raise SystemExit(
                                 f"perf_analyzer {mode} c{c} exited {done.returncode}:\n"
                                 f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n"
                                 f"server log: {log.read_text()[-2000:]}"
                             )
-                        runs[mode][str(c)].append(read_csv(csv_path))
+                        runs[mode][str(c)].append(read_csv(csv_path) | {"server_cores": cores})
                         bar.update()
         finally:
             server.terminate()
