@@ -250,3 +250,26 @@ def test_int8_with_accuracy_control_records_its_bound(tmp_path):
     assert section["accuracy_control"]["frames"] == 8
     assert section["accuracy_control"]["float_layers"] >= 0 and r.parity.ok
     assert HeadRunner(r.bundle_dir)(np.zeros((32, 32, 3), np.uint8))[0].shape == (1, 64, 16, 16)
+
+
+def test_a_failed_variant_leaves_no_bundle_and_the_earlier_ones_intact(tmp_path, monkeypatch):
+    from splitnet.export import _variants
+
+    def broken(model, frames, validation):
+        raise RuntimeError("quantizer failed")
+
+    bad = _variants.HeadVariant("int8", "i8", "i8", 0.2, True, broken, False)
+    monkeypatch.setitem(_variants.HEAD_VARIANTS._entries, "int8", bad)
+    with pytest.raises(RuntimeError, match="quantizer failed"):
+        optimize(
+            _Net().eval(),
+            input_shape=(3, 32, 32),
+            split="block.2",
+            out_dir=tmp_path,
+            variants=["fp16", "int8"],
+            data="parts:n=20,size=32",
+            frames=4,
+            progress=False,
+        )
+    assert read_manifest(tmp_path / "fp16").head["variant"]["name"] == "fp16"
+    assert not (tmp_path / "int8").exists()

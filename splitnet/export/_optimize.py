@@ -143,10 +143,17 @@ def optimize(
             validation=held if v.name == "int8-acc" else None,
             **export_kw,
         )
-        if split is None:
-            r = export_whole(model, mode="device-only", **kw)
-        else:
-            r = export_bundle(model, split=split, **kw)
+        existed = (out / v.name).exists()
+        try:
+            if split is None:
+                r = export_whole(model, mode="device-only", **kw)
+            else:
+                r = export_bundle(model, split=split, **kw)
+        except BaseException:
+            # the export staged its files and wrote nothing: leave no empty folder behind
+            if not existed and (out / v.name).is_dir() and not any((out / v.name).iterdir()):
+                (out / v.name).rmdir()
+            raise
         base = name or r.manifest.name
         results.append(_rename(r, f"{base}-{v.name}"))
     return results
