@@ -76,9 +76,9 @@ def _weights(b: dict, cfg: dict, work: Path, num_classes: int) -> tuple[Path, di
 
 
 def _tail(b: dict, weights: Path, shape, num_classes: int) -> torch.nn.Module:
-    """The model's tail from the cut, with the weights of ``weights`` (the same graph the
-    bundle's ``tail.pt2`` holds: eval-mode, so batch norms keep the backbone's statistics
-    and dropout is off), taking any batch."""
+    """The model's tail from the cut, with the weights of ``weights``, taking any batch:
+    the eval-mode graph the bundle's ``tail.pt2`` holds (no dropout; it scores with the
+    running statistics, :func:`training_graph` trains it on batch statistics)."""
     net = create_model(b["model"], num_classes=num_classes, weights=weights)
     _, tail = trace(net, torch.zeros(1, *shape)).split(b["split"])
     return free_batch_in_reshapes(tail)  # traced at batch 1: any batch
