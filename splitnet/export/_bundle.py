@@ -33,7 +33,7 @@ from splitnet.export._ir import convert_head, normalize_frame
 from splitnet.export._parity import DEFAULT_TOLERANCE, ParityError, ParityReport, compare_outputs
 from splitnet.export._tail import MAX_BATCH, export_tail
 from splitnet.export._targets import OpViolation, get_target
-from splitnet.export._variants import check_target, get_variant, save_head
+from splitnet.export._variants import Validation, check_target, get_variant, save_head
 
 __all__ = [
     "HEAD_BIN",
@@ -218,7 +218,7 @@ def export_bundle(
     variant: str = "fp16",
     calibration_frames: Sequence[np.ndarray] | None = None,
     calibration_data: str | None = None,
-    validation=None,
+    validation: Validation | None = None,
 ) -> ExportResult:
     """Exports the split of ``model`` at ``split`` as a deployable bundle.
 

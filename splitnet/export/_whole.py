@@ -15,8 +15,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,7 +49,7 @@ from splitnet.export._ir import convert_head
 from splitnet.export._parity import DEFAULT_TOLERANCE, ParityReport, TensorParity
 from splitnet.export._tail import export_tail
 from splitnet.export._targets import get_target
-from splitnet.export._variants import check_target, get_variant, save_head
+from splitnet.export._variants import Validation, check_target, get_variant, save_head
 from splitnet.models._preprocess import Normalize
 
 __all__ = ["WHOLE_MODES", "export_whole", "parse_image_codec"]
@@ -112,9 +114,9 @@ def export_whole(
     parity_frames: int = 2,
     overwrite: bool = False,
     variant: str = "fp16",
-    calibration_frames=None,
+    calibration_frames: Sequence[np.ndarray] | None = None,
     calibration_data: str | None = None,
-    validation=None,
+    validation: Validation | None = None,
 ) -> ExportResult:
     """Exports the whole model as a ``device-only`` or an ``image`` bundle.
 
