@@ -185,6 +185,7 @@ def test_variants_report_refuses_bundles_of_different_models(variants, repositor
     assert code == 2 and "compare variants of one model" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_variants_experiment_runs_on_a_tiny_config(tmp_path):
     """experiments/optimize_variants.py end to end: one small study, every output written."""
     import importlib.util
