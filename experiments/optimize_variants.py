@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             "report": report.to_dict(),
             "summary": summaries[study["name"]],
             "parity": {r.manifest.head["variant"]["name"]: r.manifest.parity for r in results},
+            "variants": {
+                r.manifest.head["variant"]["name"]: r.manifest.head["variant"] for r in results
+            },
             "seconds": time.perf_counter() - t0,
             "machine": {**machine, "load_after": os.getloadavg()},
         }
