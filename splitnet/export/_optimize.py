@@ -16,55 +16,50 @@ from splitnet.export._variants import check_target, get_variant
 __all__ = ["calibration_frames", "optimize", "validation_set"]
 
 
-def calibration_frames(spec: str, shape: tuple[int, int, int], n: int) -> list[np.ndarray]:
-    """``n`` frames (``H x W x 3`` uint8) of ``--data spec``'s train subset (unless the spec
-    says ``subset=``), resized to the model input.
-
-    Raises:
-        ConfigError: ``n`` < 1, or the data is not RGB.
-    """
+def _frames(spec: str, shape: tuple[int, int, int], n: int, subset: str):
+    """``(frames H x W x 3 uint8, targets, dataset)``: the first ``n`` samples of ``spec``'s
+    ``subset`` (unless the spec names one), resized to the model input."""
     import torch
 
     from splitnet.data import open_dataset, parse_spec
 
-    if n < 1:
-        raise ConfigError(f"--frames must be >= 1, got {n}")
     parsed = parse_spec(spec)
     c, h, w = shape
-    ds = open_dataset(parsed, subset=parsed.options.get("subset", "train"), size=(h, w), channels=c)
+    ds = open_dataset(parsed, subset=parsed.options.get("subset", subset), size=(h, w), channels=c)
     if len(ds) == 0:
-        raise ConfigError(f"--data {spec}: no frames in its subset")
-    frames = []
+        raise ConfigError(f"--data {spec}: no frames in its {subset} subset")
+    frames, targets = [], []
     for i in range(min(n, len(ds))):
-        x = ds[i][0]
+        x, y = ds[i]
         if tuple(x.shape) != (c, h, w):
             raise ConfigError(
                 f"--data {spec}: frames of shape {tuple(x.shape)}, the model takes {(c, h, w)}"
             )
         frames.append((x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
-    return frames
+        targets.append(y.numpy() if torch.is_tensor(y) else int(y))
+    return frames, targets, ds
+
+
+def calibration_frames(spec: str, shape: tuple[int, int, int], n: int) -> list[np.ndarray]:
+    """``n`` frames (``H x W x 3`` uint8) of ``--data spec``'s train subset (unless the spec
+    says ``subset=``), resized to the model input.
+
+    Raises:
+        ConfigError: ``n`` < 1, or no frames.
+    """
+    if n < 1:
+        raise ConfigError(f"--frames must be >= 1, got {n}")
+    return _frames(spec, shape, n, "train")[0]
 
 
 def validation_set(spec: str, shape: tuple[int, int, int], n: int, max_drop_points: float):
     """A :class:`~splitnet.export.Validation` of ``n`` labelled frames of ``spec``'s ``val``
     subset (unless the spec says ``subset=``) and the largest drop in points."""
-    import torch
-
-    from splitnet.data import open_dataset, parse_spec
     from splitnet.export._variants import Validation
 
     if not 0 < max_drop_points < 100:
         raise ConfigError(f"--max-drop must be in (0, 100) points, got {max_drop_points}")
-    parsed = parse_spec(spec)
-    c, h, w = shape
-    ds = open_dataset(parsed, subset=parsed.options.get("subset", "val"), size=(h, w), channels=c)
-    if len(ds) == 0:
-        raise ConfigError(f"--data {spec}: no held-out frames to validate int8-acc on")
-    frames, targets = [], []
-    for i in range(min(n, len(ds))):
-        x, y = ds[i]
-        frames.append((x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
-        targets.append(y.numpy() if torch.is_tensor(y) else int(y))
+    frames, targets, ds = _frames(spec, shape, n, "val")
     return Validation(frames, targets, ds.task, ds.num_classes, max_drop=max_drop_points / 100)
 
 
