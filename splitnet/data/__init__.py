@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
@@ -69,7 +70,14 @@ __all__ = [
     "register_data_source",
     "rle_decode",
     "rle_encode",
+    "sample_frame",
 ]
+
+
+def sample_frame(x) -> np.ndarray:
+    """A sample's image (``C x H x W`` float in [0, 1]) as the frame a device feeds its
+    head: ``H x W x C`` uint8."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 class DataSubset(Dataset):

@@ -21,7 +21,7 @@ def _frames(spec: str, shape: tuple[int, int, int], n: int, subset: str):
     ``subset`` (unless the spec names one), resized to the model input."""
     import torch
 
-    from splitnet.data import open_dataset, parse_spec
+    from splitnet.data import open_dataset, parse_spec, sample_frame
 
     parsed = parse_spec(spec)
     c, h, w = shape
@@ -35,7 +35,7 @@ def _frames(spec: str, shape: tuple[int, int, int], n: int, subset: str):
             raise ConfigError(
                 f"--data {spec}: frames of shape {tuple(x.shape)}, the model takes {(c, h, w)}"
             )
-        frames.append((x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+        frames.append(sample_frame(x))
         targets.append(y.numpy() if torch.is_tensor(y) else int(y))
     return frames, targets, ds
 

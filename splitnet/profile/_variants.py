@@ -10,13 +10,10 @@ reported as absent, not left out.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from splitnet._errors import ConfigError
 
@@ -87,46 +84,18 @@ def _count(n: int | None) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n / 1e3:.1f} k"
 
 
-def _logits(manifest, bundle: Path, runner, frame: np.ndarray, tail, codec) -> np.ndarray:
-    """One frame through the bundle as deployed: the logits."""
+def _accuracy(bundle: Path, dataset, frames: int, progress: bool) -> dict[str, float]:
     import torch
 
-    from splitnet.codec import decode
-
-    tensors = runner(frame)
-    if manifest.mode == "device-only":
-        return tensors[0]
-    decoded = decode(codec.encode(tensors))
-    with torch.inference_mode():
-        out = tail(*(torch.from_numpy(np.ascontiguousarray(t, np.float32)) for t in decoded))
-    return out.float().numpy()
-
-
-def _accuracy(bundle: Path, manifest, dataset, frames: int, progress: bool) -> dict[str, float]:
-    import torch
-    from tqdm import tqdm
-
-    from splitnet.bundle import load_tail
-    from splitnet.device import HeadRunner
+    from splitnet.train._calibrate import deployed_logits
     from splitnet.train._eval import make_meter
 
-    runner = HeadRunner(bundle, threads=1)
-    tail = load_tail(bundle, verify=False) if manifest.mode != "device-only" else None
-    codec = manifest.make_codec() if tail is not None else None
     meter = make_meter(dataset.task, dataset.num_classes)
-    n = min(frames, len(dataset))
-    for i in tqdm(
-        range(n),
-        desc=f"accuracy {bundle.name}",
-        unit="frame",
-        file=sys.stderr,
-        disable=not progress,
+    for logits, y in deployed_logits(
+        bundle, dataset, frames=frames, progress=progress, desc=f"accuracy {bundle.name}"
     ):
-        x, y = dataset[i]
-        frame = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        logits = _logits(manifest, bundle, runner, frame, tail, codec)
         target = y[None] if torch.is_tensor(y) else torch.tensor([int(y)])
-        meter.update(torch.from_numpy(np.asarray(logits, np.float32)), target)
+        meter.update(torch.from_numpy(logits), target)
     got = meter.compute()
     return {k: float(v) for k, v in got.items() if k in ("top1", "top5", "mean_dice")}
 
@@ -201,7 +170,7 @@ def report_variants(
             parameters=variant.get("parameters"),
         )
         if dataset is not None:
-            row.accuracy = _accuracy(path, m, dataset, frames, progress)
+            row.accuracy = _accuracy(path, dataset, frames, progress)
         for d, here in asked.items():
             for t in threads:
                 key = f"{d}/{t}"

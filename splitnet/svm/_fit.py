@@ -114,10 +114,10 @@ def fit_svm(
 def device_features(bundle_dir, dataset, *, progress: bool = True) -> tuple[list, np.ndarray]:
     """``(crossing tensors per frame, labels)`` of ``dataset`` as the server decodes them:
     the bundle's OpenVINO head on the uint8 frame, its codec there and back."""
-    import torch
     from tqdm import tqdm
 
     from splitnet.codec import decode
+    from splitnet.data import sample_frame
     from splitnet.device import HeadRunner
 
     head = HeadRunner(bundle_dir, threads=1)
@@ -127,7 +127,7 @@ def device_features(bundle_dir, dataset, *, progress: bool = True) -> tuple[list
         range(len(dataset)), desc="features", unit="image", file=sys.stderr, disable=not progress
     ):
         x, y = dataset[i]
-        frame = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        frame = sample_frame(x)
         tensors.append([np.asarray(t, np.float32) for t in decode(codec.encode(head(frame)))])
         labels.append(int(y))
     return tensors, np.asarray(labels)

@@ -30,7 +30,13 @@ from splitnet.bundle import (
 )
 from splitnet.bundle._confidence import ECE_BINS, confidence_bins
 
-__all__ = ["CalibrationResult", "bundle_logits", "calibrate_bundle", "fit_temperature"]
+__all__ = [
+    "CalibrationResult",
+    "bundle_logits",
+    "calibrate_bundle",
+    "deployed_logits",
+    "fit_temperature",
+]
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, multilabel: bool = False) -> float:
@@ -65,30 +71,46 @@ def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.clip(p, 1e-12, 1)).mean())
 
 
-def bundle_logits(bundle_dir, dataset, *, frames: int | None = None, progress: bool = True):
-    """``(logits N x C, labels N)`` of ``dataset`` through the bundle as deployed."""
+def deployed_logits(
+    bundle_dir, dataset, *, frames: int | None = None, progress: bool = True, desc: str = "frames"
+):
+    """Yields ``(logits 1 x ..., target)`` per sample of ``dataset`` through the bundle as
+    deployed: its OpenVINO head on the uint8 frame, then (split bundles) its codec there
+    and back and its tail; a device-only bundle's head gives the logits itself."""
     from splitnet.bundle import load_tail
     from splitnet.codec import decode
+    from splitnet.data import sample_frame
     from splitnet.device import HeadRunner
 
     manifest = read_manifest(bundle_dir, verify=False)  # HeadRunner verifies the files
+    head = HeadRunner(bundle_dir, threads=1)
+    split = manifest.mode != "device-only"
+    codec = manifest.make_codec() if split else None
+    tail = load_tail(bundle_dir, verify=False) if split else None  # already eval
+    n = len(dataset) if frames is None else min(frames, len(dataset))
+    with torch.inference_mode():
+        for i in tqdm(range(n), desc=desc, unit="frame", file=sys.stderr, disable=not progress):
+            x, y = dataset[i]
+            tensors = head(sample_frame(x))
+            if not split:
+                yield np.asarray(tensors[0], np.float32), y
+                continue
+            decoded = decode(codec.encode(tensors))
+            out = tail(*(torch.from_numpy(np.ascontiguousarray(t, np.float32)) for t in decoded))
+            yield out.float().numpy(), y
+
+
+def bundle_logits(bundle_dir, dataset, *, frames: int | None = None, progress: bool = True):
+    """``(logits N x C, labels N)`` of ``dataset`` through the split bundle as deployed."""
+    manifest = read_manifest(bundle_dir, verify=False)
     if manifest.mode != "split":
         raise ConfigError(f"{bundle_dir} is a {manifest.mode} bundle: calibrate a split bundle")
-    head = HeadRunner(bundle_dir, threads=1)
-    codec = manifest.make_codec()
-    tail = load_tail(bundle_dir, verify=False)  # an exported program: already eval
-    n = len(dataset) if frames is None else min(frames, len(dataset))
     logits, labels = [], []
-    with torch.inference_mode():
-        for i in tqdm(
-            range(n), desc="calibrate", unit="frame", file=sys.stderr, disable=not progress
-        ):
-            x, y = dataset[i]
-            frame = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-            decoded = decode(codec.encode(head(frame)))
-            out = tail(*(torch.from_numpy(np.ascontiguousarray(t, np.float32)) for t in decoded))
-            logits.append(out.float().numpy()[0])
-            labels.append(int(y))
+    for out, y in deployed_logits(
+        bundle_dir, dataset, frames=frames, progress=progress, desc="calibrate"
+    ):
+        logits.append(out[0])
+        labels.append(int(y))
     return np.stack(logits), np.asarray(labels)
 
 
