@@ -134,14 +134,8 @@ def config_from_args(args: argparse.Namespace):
         raise ConfigError(f"--max-delay-ms must be >= 0, got {args.max_delay_ms}")
     if args.max_inflight_bytes is not None and args.max_inflight_bytes < 1:
         raise ConfigError(f"--max-inflight-bytes must be >= 1, got {args.max_inflight_bytes}")
-    if args.poll_interval is not None and args.poll_interval <= 0:
-        raise ConfigError(f"--poll-interval must be > 0 s, got {args.poll_interval}")
-    if args.decode_threads < 1:
-        raise ConfigError(f"--decode-threads must be >= 1, got {args.decode_threads}")
-    if args.tail_threads is not None and args.tail_threads < 1:
-        raise ConfigError(f"--tail-threads must be >= 1, got {args.tail_threads}")
-    if args.tail_instances is not None and args.tail_instances < 1:
-        raise ConfigError(f"--tail-instances must be >= 1, got {args.tail_instances}")
+    # --poll-interval, --decode-threads, --tail-threads, --tail-instances: InferenceServer
+    # checks them, with the same one-line messages, before it loads anything
     parse_version_policy(args.version_policy)
     return ServerConfig(
         repository=args.repository,
