@@ -108,22 +108,15 @@ def _request(manifest, payload: bytes, target: int | None, layer: str | None):
 async def _ask_server(server: str, request, *, token_file=None, tls_ca=None):
     import grpc
 
-    from splitnet.wire import inference_pb2_grpc, read_token
-    from splitnet.wire._net import read_pem
+    from splitnet.wire import inference_pb2_grpc
+    from splitnet.wire._client import bearer_metadata, client_channel
 
-    options = [
-        ("grpc.max_receive_message_length", 64 << 20),
-        ("grpc.max_send_message_length", 64 << 20),
-    ]
-    if tls_ca is not None:
-        creds = grpc.ssl_channel_credentials(root_certificates=read_pem(tls_ca, "--tls-ca"))
-        channel = grpc.aio.secure_channel(server, creds, options=options)
-    else:
-        channel = grpc.aio.insecure_channel(server, options=options)
-    metadata = (("authorization", f"Bearer {read_token(token_file)}"),) if token_file else ()
+    limit = 64 << 20
+    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    channel = client_channel(server, options=options, tls_ca=tls_ca)
     try:
         stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
-        return await stub.ModelInfer(request, metadata=metadata, timeout=120)
+        return await stub.ModelInfer(request, metadata=bearer_metadata(token_file), timeout=120)
     except grpc.aio.AioRpcError as e:
         raise ConfigError(f"server {server}: {e.code().name}: {e.details()}") from None
     finally:

@@ -46,11 +46,11 @@ from splitnet.wire import (
     encode_infer_request,
     get_parameter,
     output_arrays,
-    read_token,
     stream_infer_method,
 )
 from splitnet.wire import inference_pb2 as pb
-from splitnet.wire._net import grpc_target, parse_addresses, read_pem
+from splitnet.wire._client import bearer_metadata, client_channel
+from splitnet.wire._net import grpc_target, parse_addresses
 
 __all__ = ["DaemonConfig", "DeviceDaemon", "Summary", "current_bundle", "run_daemon"]
 
@@ -403,22 +403,16 @@ class DeviceDaemon:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
-        target = self._target
-        if cfg.tls_ca or cfg.tls_cert or cfg.tls_key:
-            if (cfg.tls_cert is None) != (cfg.tls_key is None):
-                raise ConfigError("a client certificate needs both --tls-cert and --tls-key")
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=read_pem(cfg.tls_ca, "--tls-ca"),
-                private_key=read_pem(cfg.tls_key, "--tls-key"),
-                certificate_chain=read_pem(cfg.tls_cert, "--tls-cert"),
-            )
-            return grpc.aio.secure_channel(target, creds, options=options)
-        return grpc.aio.insecure_channel(target, options=options)
+        return client_channel(
+            self._target,
+            options=options,
+            tls_ca=cfg.tls_ca,
+            tls_cert=cfg.tls_cert,
+            tls_key=cfg.tls_key,
+        )
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        if self.config.token_file is None:
-            return ()
-        return (("authorization", f"Bearer {read_token(self.config.token_file)}"),)
+        return bearer_metadata(self.config.token_file)
 
     # -- pipeline -----------------------------------------------------------------------------
 
