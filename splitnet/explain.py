@@ -81,14 +81,14 @@ def load_image(path: str | os.PathLike, height: int, width: int) -> np.ndarray:
     """
     from PIL import Image, UnidentifiedImageError
 
+    from splitnet.device._sources import _resize  # as the daemon resizes its sources
+
     try:
         with Image.open(path) as im:
-            rgb = im.convert("RGB")
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except UnidentifiedImageError:
         raise ConfigError(f"{path}: not an image file") from None
-    if rgb.size != (width, height):
-        rgb = rgb.resize((width, height), Image.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+    return _resize(rgb, height, width)
 
 
 def _request(manifest, payload: bytes, target: int | None, layer: str | None):
@@ -169,7 +169,7 @@ def explain_image(
 
     folder, _ = current_bundle(bundle)
     manifest = read_manifest(folder)
-    if manifest.mode != "split" or not manifest.has_head:
+    if manifest.mode != "split":
         raise ConfigError(
             f"{folder} is a {manifest.mode} bundle: heatmaps come from the tail of a split bundle"
         )
