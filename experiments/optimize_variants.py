@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from splitnet._table import format_table
 from splitnet.export._optimize import optimize
 from splitnet.profile._variants import plot_variants, report_variants
 
@@ -176,23 +177,20 @@ def main(argv: list[str] | None = None) -> int:
         }
         (d / "results.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
         print(f"{study['name']}:\n{report.table()}\n")
-    lines = [
-        "| study | variant | head MiB | accuracy | drop (points) | FPS vs fp32, 1 thread | 2 threads |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = ["study", "variant", "head MiB", "accuracy", "drop (points)"]
+    header += ["FPS vs fp32, 1 thread", "2 threads"]
+    rows = []
     for name, s in summaries.items():
         for v, e in s.items():
             metric = next((k for k in ("top1", "mean_dice") if k in e), None)
             acc = f"{100 * e[metric]:.2f} ({metric})" if metric else "not scored"
             drop = f"{e['drop_points']:+.2f}" if "drop_points" in e else "-"
-            lines.append(
-                f"| {name} | {v} | {e['size_mib']:.3f} | {acc} | {drop} | "
-                f"{e.get('speedup_CPU/1', float('nan')):.2f}x | "
-                f"{e.get('speedup_CPU/2', float('nan')):.2f}x |"
-            )
+            speed = [f"{e.get(f'speedup_CPU/{t}', float('nan')):.2f}x" for t in (1, 2)]
+            rows.append([name, v, f"{e['size_mib']:.3f}", acc, drop, *speed])
+    table = format_table(header, rows, style="markdown")
     if summaries and not args.only:
-        (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+        (out / "table.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from splitnet._errors import ConfigError
+from splitnet._table import format_table
 
 __all__ = ["VariantRow", "VariantsReport", "plot_variants", "report_variants"]
 
@@ -64,7 +65,7 @@ class VariantsReport:
         acc = ["top1", "top5"] if self.metric == "top1" else ["mean_dice"]
         head = ["variant", "precision", "head MiB", "params", *acc]
         head += [f"{k.replace('/', ' ')} thr FPS (mean / p95 ms)" for k in keys] + absent
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rows = []
         for r in self.rows:
             cells = [r.variant, r.precision, f"{r.size_mib:.3f}", _count(r.parameters)]
             cells += [f"{100 * r.accuracy[a]:.2f}" if a in r.accuracy else "-" for a in acc]
@@ -74,8 +75,8 @@ class VariantsReport:
                     f"{s['fps']:.1f} ({s['latency_ms_mean']:.2f} / {s['latency_ms_p95']:.2f})"
                 )
             cells += ["absent"] * len(absent)
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+            rows.append(cells)
+        return format_table(head, rows, style="markdown")
 
 
 def _count(n: int | None) -> str:
