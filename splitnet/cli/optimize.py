@@ -7,8 +7,18 @@ torch head it came from (INT8 with a looser tolerance, recorded in the manifest)
 ``int8-weights`` (weight-only INT8, ``nncf.compress_weights``), ``int8`` (weights and
 activations, ``nncf.quantize`` on ``--frames`` calibration frames of ``--data``, fast
 bias correction), ``int8-acc`` (``nncf.quantize_with_accuracy_control``: layers go back
-to float until held-out top-1 / mean Dice is within ``--max-drop`` points). Each bundle is named ``NAME-VARIANT``, so one server serves them
-side by side; ``splitnet variants DIR/*`` compares them.
+to float until held-out top-1 / mean Dice is within ``--max-drop`` points).
+
+Smaller networks, changed on the torch side and retrained briefly before export (their
+heads stored as FP16): ``prune:R`` (the fraction R of the head's filters removed by L1
+norm, the tail's layers adapted; Torch-Pruning), ``lowrank:R`` / ``lowrank:energy=E``
+(the head's linear and convolution layers factorised by truncated SVD, rank fraction R
+or kept energy E), ``distill:W`` (a student at W x the width, trained against the
+model). Retraining: ``--finetune-steps`` on ``--finetune-data`` (default ``--data``),
+task loss plus distillation from the unchanged model.
+
+Each bundle is named ``NAME-VARIANT`` and foldered ``DIR/VARIANT``, with ``:`` written ``-`` (``prune-0.5``), so one
+server serves them side by side; ``splitnet variants DIR/*`` compares them.
 """
 
 from __future__ import annotations
@@ -21,7 +31,8 @@ from splitnet.cli import _args
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "optimize",
-        help="export a model's head as fp32 / fp16 / int8-weights / int8 (NNCF) bundles",
+        help="export a model's head as fp32 / fp16 / int8 (NNCF) / pruned / low-rank / "
+        "distilled bundles",
         description=__doc__,
     )
     _args.add_model_and_input(p)
@@ -54,6 +65,29 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--validation-frames", type=int, default=300, help="int8-acc: frames at most (300)"
     )
+    p.add_argument(
+        "--finetune-data", help="prune / lowrank / distill: what they retrain on (default --data)"
+    )
+    p.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=300,
+        help="prune / lowrank: retraining steps (default 300; 0: none)",
+    )
+    p.add_argument(
+        "--distill-steps",
+        type=int,
+        default=2000,
+        help="distill: the student's training steps (default 2000)",
+    )
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="retraining Adam lr (1e-3)")
+    p.add_argument("--finetune-batch", type=int, default=16, help="retraining batch (16)")
+    p.add_argument(
+        "--kd-weight",
+        type=float,
+        default=1.0,
+        help="retraining: weight of the distance to the unchanged model's output (1.0)",
+    )
     p.add_argument("--out", required=True, help="folder of the variant bundles")
     p.add_argument("--weights", help="local state-dict file (default: random weights)")
     p.add_argument("--target", default="cpu", help="export target: cpu or myriad (default cpu)")
@@ -81,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
         validation_data=args.validation_data,
         validation_frames=args.validation_frames,
         max_drop=args.max_drop,
+        finetune={
+            "steps": args.finetune_steps,
+            "lr": args.finetune_lr,
+            "batch": args.finetune_batch,
+            "kd_weight": args.kd_weight,
+        },
+        finetune_data=args.finetune_data,
+        distill_steps=args.distill_steps,
         name=args.name,
         overwrite=args.overwrite,
         weights=args.weights,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -11,9 +12,31 @@ from typing import Any
 import numpy as np
 
 from splitnet._errors import ConfigError
-from splitnet.export._variants import check_target, get_variant
+from splitnet._registry import UnknownNameError
+from splitnet.export._shrink import SHRINK_VARIANTS, FineTune, fine_tune, parse_shrink
+from splitnet.export._variants import HEAD_VARIANTS, check_target, get_variant
 
-__all__ = ["calibration_frames", "optimize", "validation_set"]
+__all__ = ["calibration_frames", "optimize", "resolve_variant", "validation_set"]
+
+
+def resolve_variant(spec: str):
+    """``(head variant, shrink)`` for one ``--variants`` entry: ``shrink`` is None for
+    the IR variants (``fp16``, ``int8``, ...) and ``(ShrinkVariant, value)`` for
+    ``prune:R``, ``lowrank:R``, ``distill:W``, whose heads are stored as FP16.
+
+    Raises:
+        UnknownNameError: an unknown name (the message lists the valid ones).
+        ConfigError: a value out of range.
+    """
+    shrink = parse_shrink(spec)
+    if shrink is not None:
+        return get_variant("fp16"), shrink
+    if spec in HEAD_VARIANTS:
+        return get_variant(spec), None
+    valid = HEAD_VARIANTS.names() + [f"{v.name}:{v.argument}" for v in SHRINK_VARIANTS.entries()]
+    raise UnknownNameError(
+        f"unknown head variant {spec!r}. Valid: {', '.join(valid)} (lowrank also takes energy=E)"
+    )
 
 
 def _frames(spec: str, shape: tuple[int, int, int], n: int, subset: str):
@@ -76,6 +99,9 @@ def optimize(
     validation_frames: int = 300,
     max_drop: float = 0.5,
     name: str | None = None,
+    finetune: dict[str, Any] | None = None,
+    finetune_data: str | None = None,
+    distill_steps: int = 2000,
     overwrite: bool = False,
     progress: bool = True,
     **export_kw: Any,
@@ -92,8 +118,13 @@ def optimize(
         validation_data, validation_frames, max_drop: for ``int8-acc``: the held-out
             labelled frames (default: ``data``'s ``val`` subset, where ``data`` does not
             name a subset) and the largest drop of top-1 / mean Dice, in points.
+        finetune: for ``prune:R`` and ``lowrank:R``: :class:`FineTune` settings (``steps``,
+            ``batch``, ``lr``, ``kd_weight``, ``seed``) of the retraining after the change.
+        finetune_data: what they and ``distill:W`` train on (default ``data``; its
+            ``train`` subset).
+        distill_steps: ``distill:W``'s training steps (from scratch, so more).
         name: the base of the names a server registers (default ``MODEL.POINT``);
-            each variant's bundle is named ``BASE-VARIANT``, so one server serves all.
+            each variant's bundle is named ``BASE-VARIANT`` (``:`` written ``-``), so one server serves all.
         export_kw: passed on (``weights``, ``target``, ``codec``, ``num_classes``, ...).
 
     Returns:
@@ -112,12 +143,20 @@ def optimize(
         raise ConfigError("--variants needs at least one variant")
     if len(set(variants)) != len(variants):
         raise ConfigError(f"--variants repeats a variant: {','.join(variants)}")
-    chosen = [get_variant(v) for v in variants]
-    for v in chosen:
+    chosen = [(spec, *resolve_variant(spec)) for spec in variants]
+    for _, v, _ in chosen:
         check_target(v, export_kw.get("target", "cpu"))
-    needs = [v.name for v in chosen if v.needs_data]
+    needs = [spec for spec, v, _ in chosen if v.needs_data]
     if needs and data is None:
         raise ConfigError(f"variant {needs[0]} needs calibration frames: give --data SPEC")
+    retrain = None
+    if distill_steps < 1:
+        raise ConfigError(f"--distill-steps must be >= 1, got {distill_steps}")
+    if any(shrink for _, _, shrink in chosen):
+        retrain = FineTune(finetune_data or data, progress=progress, **dict(finetune or {}))
+        for _, _, shrink in chosen:
+            if shrink is not None and shrink[0].name == "distill":
+                _check_student(model, shrink[1], export_kw)
     calib = calibration_frames(data, tuple(input_shape), frames) if needs else None
     held = None
     if "int8-acc" in variants:
@@ -126,11 +165,13 @@ def optimize(
     out = Path(out_dir)
     results = []
     bar = tqdm(chosen, desc="variants", unit="variant", file=sys.stderr, disable=not progress)
-    for v in bar:
-        bar.set_postfix_str(v.name)
+    for spec, v, shrink in bar:
+        bar.set_postfix_str(spec)
+        label = spec.replace(":", "-").replace("=", "")  # prune:0.5 -> prune-0.5
+        folder = out / label
         kw = dict(
             input_shape=input_shape,
-            out_dir=out / v.name,
+            out_dir=folder,
             overwrite=overwrite,
             variant=v.name,
             calibration_frames=calib if v.needs_data else None,
@@ -138,20 +179,66 @@ def optimize(
             validation=held if v.name == "int8-acc" else None,
             **export_kw,
         )
-        existed = (out / v.name).exists()
+        record = None
+        net = model
+        if shrink is not None:
+            net, kw, record = _shrunk(model, spec, shrink, split, retrain, kw, distill_steps)
+        existed = folder.exists()
         try:
             if split is None:
-                r = export_whole(model, mode="device-only", **kw)
+                r = export_whole(net, mode="device-only", **kw)
             else:
-                r = export_bundle(model, split=split, **kw)
+                r = export_bundle(net, split=split, **kw)
         except BaseException:
             # the export staged its files and wrote nothing: leave no empty folder behind
-            if not existed and (out / v.name).is_dir() and not any((out / v.name).iterdir()):
-                (out / v.name).rmdir()
+            if not existed and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
             raise
         base = name or r.manifest.name
-        results.append(_rename(r, f"{base}-{v.name}"))
+        results.append(_rewrite(r, f"{base}-{label}", spec, record))
     return results
+
+
+def _check_student(model, width: float, kw: dict) -> None:
+    """``ConfigError`` now, before any export, for a model ``distill`` cannot shrink."""
+    from splitnet.export._shrink import distill_student
+
+    if not isinstance(model, str):
+        raise ConfigError("distill needs a registered model name (its width argument)")
+    context = {
+        "model_name": model,
+        "model_args": kw.get("model_args"),
+        "num_classes": kw.get("num_classes"),
+    }
+    distill_student(None, width, context)
+
+
+def _shrunk(model, spec: str, shrink, split, retrain: FineTune, kw: dict, distill_steps: int):
+    """The shrunk and retrained module, the export arguments for it and the manifest's
+    record of what was done (``head.variant``)."""
+    from splitnet.export._bundle import _resolve_model
+
+    variant, value = shrink
+    teacher, model_name, _ = _resolve_model(
+        model,
+        weights=kw.pop("weights", None),
+        num_classes=kw.get("num_classes"),
+        model_args=kw.get("model_args"),
+    )
+    context = {
+        "input_shape": tuple(kw["input_shape"]),
+        "split": split,
+        "model_name": model_name,
+        "model_args": kw.get("model_args"),
+        "num_classes": kw.get("num_classes"),
+    }
+    net, transform = variant.apply(teacher, value, context)
+    if variant.name == "distill":
+        kw["model_args"] = transform["model_args"]
+        retrain = dataclasses.replace(retrain, steps=distill_steps)
+    trained = fine_tune(net, teacher, retrain, context["input_shape"], desc=spec)
+    record = {"transform": {"kind": variant.name, **transform}, "retrain": trained}
+    return net, kw, record
 
 
 def _val_of(data: str) -> str:
@@ -165,13 +252,16 @@ def _val_of(data: str) -> str:
     return f"{data},subset=val" if ":" in data else f"{data}:subset=val"
 
 
-def _rename(result, new_name: str):
-    """The bundle renamed (its manifest rewritten; the files and checksums unchanged)."""
-    import dataclasses
-
+def _rewrite(result, new_name: str, spec: str, record: dict | None):
+    """The bundle renamed, and where the network was shrunk, the record of it in
+    ``head.variant`` (its manifest rewritten; the files and checksums unchanged)."""
     from splitnet.bundle import MANIFEST_FILE
 
-    manifest = dataclasses.replace(result.manifest, name=new_name)
+    changes: dict[str, Any] = {"name": new_name}
+    if record is not None:
+        variant = {**result.manifest.head["variant"], "name": spec}
+        changes["head"] = {**result.manifest.head, "variant": {**variant, **record}}
+    manifest = dataclasses.replace(result.manifest, **changes)
     path = result.bundle_dir / MANIFEST_FILE
     tmp = path.with_suffix(".tmp")
     tmp.write_text(manifest.to_json(), encoding="utf-8")
