@@ -106,6 +106,53 @@ def _summary(report) -> dict:
     return out
 
 
+def _families(summary: dict) -> dict[str, list[tuple[str, dict]]]:
+    """``prune``, ``lowrank``, ``distill`` -> their variants, largest head first."""
+    out: dict[str, list] = {}
+    for v, e in summary.items():
+        if ":" in v:
+            out.setdefault(v.split(":")[0], []).append((v, e))
+    return {k: sorted(vs, key=lambda ve: -ve[1]["head_parameters"]) for k, vs in out.items()}
+
+
+def _smallest_within(summary: dict, max_drop: float) -> dict[str, str | None]:
+    """Per family, the smallest head whose drop is at most ``max_drop`` points."""
+    best = {}
+    for fam, vs in _families(summary).items():
+        ok = [v for v, e in vs if e.get("drop_points", float("inf")) <= max_drop]
+        best[fam] = ok[-1] if ok else None
+    return best
+
+
+def _plot_shrink(name: str, summary: dict, metric: str, path: Path) -> None:
+    """Accuracy against head parameters per family, the fp32 head and the 0.5-point line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for fam, vs in _families(summary).items():
+        xs = [e["head_parameters"] for _, e in vs]
+        ys = [100 * e[metric] for _, e in vs]
+        ax.plot(xs, ys, "o-", label=fam)
+        for (v, _), x, y in zip(vs, xs, ys, strict=True):
+            ax.annotate(v.split(":")[1], (x, y), textcoords="offset points", xytext=(4, 4))
+    if "fp32" in summary:
+        ref = summary["fp32"]
+        ax.plot(ref["head_parameters"], 100 * ref[metric], "k*", ms=12, label="fp32 (unchanged)")
+        ax.axhline(100 * ref[metric] - 0.5, color="k", ls="--", lw=0.8, label="fp32 - 0.5 points")
+    ax.set_xscale("log")
+    ax.set_xlabel("head parameters")
+    ax.set_ylabel("top-1 (%)" if metric == "top1" else "mean Dice (%)")
+    ax.set_title(f"{name}: accuracy against head size, as deployed", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", type=Path)
@@ -144,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                 validation_data=study["calibration"],
                 validation_frames=study["calibration_frames"],
                 max_drop=cfg.get("max_drop", 0.5),
+                # prune / lowrank / distill: retrained on the model's own training data
+                finetune=study.get("finetune"),
+                finetune_data=study.get("finetune_data") or study.get("train", {}).get("data"),
+                distill_steps=study.get("distill_steps", 2000),
                 weights=weights,
                 num_classes=_classes(study),
                 model_args=dict(study.get("model_kwargs", {})),
@@ -163,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         if any(r.accuracy for r in report.rows):
             plot_variants(report, d / "variants.png")
         summaries[study["name"]] = _summary(report)
+        params = {
+            r.manifest.head["variant"]["name"]: r.manifest.head["variant"]["parameters"]
+            for r in results
+        }
+        for v, p in params.items():
+            summaries[study["name"]][v]["head_parameters"] = p
+        if any(":" in v for v in params) and any(r.accuracy for r in report.rows):
+            _plot_shrink(study["name"], summaries[study["name"]], report.metric, d / "shrink.png")
         doc = {
             "study": study,
             "training": training,
@@ -177,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         (d / "results.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
         print(f"{study['name']}:\n{report.table()}\n")
-    header = ["study", "variant", "head MiB", "accuracy", "drop (points)"]
+    header = ["study", "variant", "head MiB", "head params", "accuracy", "drop (points)"]
     header += ["FPS vs fp32, 1 thread", "2 threads"]
     rows = []
     for name, s in summaries.items():
@@ -186,8 +245,17 @@ def main(argv: list[str] | None = None) -> int:
             acc = f"{100 * e[metric]:.2f} ({metric})" if metric else "not scored"
             drop = f"{e['drop_points']:+.2f}" if "drop_points" in e else "-"
             speed = [f"{e.get(f'speedup_CPU/{t}', float('nan')):.2f}x" for t in (1, 2)]
-            rows.append([name, v, f"{e['size_mib']:.3f}", acc, drop, *speed])
+            params = f"{e['head_parameters']:,}" if "head_parameters" in e else "-"
+            rows.append([name, v, f"{e['size_mib']:.3f}", params, acc, drop, *speed])
     table = format_table(header, rows, style="markdown")
+    smallest = {n: _smallest_within(s, 0.5) for n, s in summaries.items()}
+    lines = [
+        f"- {n}, {fam}: smallest head within 0.5 points: {v or 'none'}"
+        for n, fams in smallest.items()
+        for fam, v in fams.items()
+    ]
+    if lines:
+        table += "\n\n" + "\n".join(lines)
     if summaries and not args.only:
         (out / "table.md").write_text(table + "\n", encoding="utf-8")
     print(table)

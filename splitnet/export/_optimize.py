@@ -13,8 +13,12 @@ import numpy as np
 
 from splitnet._errors import ConfigError
 from splitnet._registry import UnknownNameError
+from splitnet.export._parity import DEFAULT_TOLERANCE
 from splitnet.export._shrink import SHRINK_VARIANTS, FineTune, fine_tune, parse_shrink
 from splitnet.export._variants import HEAD_VARIANTS, check_target, get_variant
+
+# the parity bound of the FP16 head of a pruned, factorised or distilled network
+SHRUNK_FP16_TOLERANCE = 0.05
 
 __all__ = ["calibration_frames", "optimize", "resolve_variant", "validation_set"]
 
@@ -233,6 +237,9 @@ def _shrunk(model, spec: str, shrink, split, retrain: FineTune, kw: dict, distil
         "num_classes": kw.get("num_classes"),
     }
     net, transform = variant.apply(teacher, value, context)
+    # a retrained network's FP16 head differs from its float self a little more than the
+    # original's (fewer channels average less rounding away); its bound is recorded
+    kw["tolerance"] = max(kw.get("tolerance", DEFAULT_TOLERANCE), SHRUNK_FP16_TOLERANCE)
     if variant.name == "distill":
         kw["model_args"] = transform["model_args"]
         retrain = dataclasses.replace(retrain, steps=distill_steps)
