@@ -75,7 +75,7 @@ class AdaptiveDaemon(DeviceDaemon):
         self._heads = {start.name: replace(self.head, model_name=start.served_name)}
         for c in plan.runnable:
             if c.name not in self._heads:
-                runner = HeadRunner(c.bundle, device=config.device)
+                runner = HeadRunner(c.bundle, device=config.device, threads=config.head_threads)
                 if runner.manifest.input.frame_shape != self.manifest.input.frame_shape:
                     raise ConfigError(
                         f"{c.bundle} takes frames of {runner.manifest.input.frame_shape}, "
