@@ -18,6 +18,7 @@ sizes and can tell bandwidth from RTT.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -29,6 +30,8 @@ from splitnet.device._daemon import DaemonConfig, DeviceDaemon, Head
 from splitnet.wire import get_parameter
 
 __all__ = ["AdaptiveDaemon"]
+
+log = logging.getLogger("splitnet.device")
 
 PROBE_SHARE = 0.1  # of the link's time that probe frames may take (at the estimated bandwidth)
 
@@ -67,6 +70,19 @@ class AdaptiveDaemon(DeviceDaemon):
         if config.probe_interval_s <= 0:
             raise ConfigError(f"probe interval must be > 0 s, got {config.probe_interval_s}")
         plan = read_plan_file(config.plan)
+        # the candidates are costed again as the plan was: its source, batching delay,
+        # shared cores; the window is the one this daemon runs
+        if plan.pipeline.window is not None and plan.pipeline.window != config.window:
+            log.info(
+                "the plan was costed with a window of %d, the daemon runs %d: costing with %d",
+                plan.pipeline.window,
+                config.window,
+                config.window,
+            )
+            plan = replace(plan, pipeline=replace(plan.pipeline, window=config.window))
+        if config.head_threads is None and plan.pipeline.head_threads is not None:
+            # the heads run with the threads their times were measured with
+            config = replace(config, head_threads=plan.pipeline.head_threads)
         start = plan.best(plan.link.bandwidth_bps, plan.link.rtt_s)
         super().__init__(replace(config, bundle=start.bundle))
         self.plan = plan

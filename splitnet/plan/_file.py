@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from splitnet.plan._cost import OBJECTIVES, Bounds, Candidate, Cost, Link, evaluate
+from splitnet.plan._cost import OBJECTIVES, Bounds, Candidate, Cost, Link, Pipeline, evaluate
 from splitnet.plan._errors import PlanError
 
 __all__ = [
@@ -83,8 +83,10 @@ class PlanCandidate:
             device_memory_bytes=self.device_memory_bytes,
         )
 
-    def cost(self, bandwidth_bps: float, rtt_s: float = 0.0) -> Cost:
-        return evaluate(self.as_candidate(), Link(bandwidth_bps, rtt_s))
+    def cost(
+        self, bandwidth_bps: float, rtt_s: float = 0.0, *, pipeline: Pipeline | None = None
+    ) -> Cost:
+        return evaluate(self.as_candidate(), Link(bandwidth_bps, rtt_s), pipeline=pipeline)
 
     def to_dict(self) -> dict:
         return {
@@ -112,6 +114,9 @@ class PlanFile:
         bounds: the plan's bounds (the candidates say whether they meet them).
         link: the link the plan was made for (the daemon's first guess).
         candidates: one per bundle, in the order the bundles were given.
+        pipeline: how the plan was costed (window, shared cores, source and batching
+            times, head threads); the daemon costs its candidates again with it. A
+            file written before it was recorded reads as the default pipeline.
     """
 
     model: str
@@ -120,6 +125,7 @@ class PlanFile:
     bounds: Bounds
     link: Link
     candidates: tuple[PlanCandidate, ...]
+    pipeline: Pipeline = Pipeline()
 
     @property
     def runnable(self) -> list[PlanCandidate]:
@@ -128,8 +134,9 @@ class PlanFile:
 
     def score(self, c: PlanCandidate, bandwidth_bps: float, rtt_s: float = 0.0) -> float:
         """The objective of ``c`` on a link as a number where more is better:
-        FPS, or ``1000 / latency_ms`` (frames per second of one frame at a time)."""
-        k = c.cost(bandwidth_bps, rtt_s)
+        FPS, or ``1000 / latency_ms`` (frames per second of one frame at a time), as
+        :attr:`pipeline` runs them."""
+        k = c.cost(bandwidth_bps, rtt_s, pipeline=self.pipeline)
         if self.objective == "fps":
             return k.fps
         return 1000.0 / k.latency_ms if k.latency_ms > 0 else math.inf
@@ -149,6 +156,7 @@ class PlanFile:
                 "max_device_memory_bytes": self.bounds.max_device_memory_bytes,
             },
             "link": {"bandwidth_bps": self.link.bandwidth_bps, "rtt_ms": 1000 * self.link.rtt_s},
+            "pipeline": self.pipeline.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates],
         }
 
@@ -186,8 +194,9 @@ class PlanFile:
                     )
                     for c in doc["candidates"]
                 ),
+                pipeline=Pipeline.from_dict(doc.get("pipeline")),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, PlanError) as e:
             raise PlanError(f"{where}: malformed plan file ({type(e).__name__}: {e})") from None
         if pf.objective not in OBJECTIVES:
             raise PlanError(f"{where}: unknown objective {pf.objective!r}")
@@ -275,6 +284,7 @@ def plan_file_from_plan(plan, bundles: Sequence[str | os.PathLike]) -> PlanFile:
         bounds=plan.bounds,
         link=plan.link,
         candidates=tuple(out),
+        pipeline=plan.pipeline,
     )
 
 
