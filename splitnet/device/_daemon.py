@@ -259,6 +259,15 @@ def _open_head(path: str | Path, *, device: str, threads: int | None = None) -> 
     return Head(runner, manifest.make_codec(), manifest, manifest.name, version)
 
 
+@dataclass(frozen=True)
+class LocalResult:
+    """A frame's outputs computed on the device (``mask``/``classes``...), as the server
+    would have answered them: what :meth:`DeviceDaemon._encode` returns for a frame that
+    is not sent."""
+
+    outputs: dict
+
+
 @dataclass
 class _Pending:
     frame_id: int
@@ -575,6 +584,16 @@ class DeviceDaemon:
             except Exception:
                 self._slots.release()
                 raise
+            if isinstance(request, LocalResult):  # computed on the device: nothing to send
+                self._slots.release()
+                self._next_frame = frame_id + 1
+                self._local_answer(frame_id, request.outputs, captured)  # the result first
+                if self.spool is not None:
+                    self.spool.save_state(
+                        device_id=self.device_id, next_frame=frame_id + 1, running=True
+                    )
+                frame_id += 1
+                continue
             pending = _Pending(frame_id, request, captured, stream=frame_id % len(self._queues))
             self._next_frame = frame_id + 1
             if self.spool is not None:  # on disk before it is sent
@@ -588,9 +607,18 @@ class DeviceDaemon:
             await self._queues[pending.stream].put(pending)
             frame_id += 1
 
-    def _encode(self, frame: np.ndarray, frame_id: int) -> bytes:
-        """Head, codec, request: runs in a worker thread (OpenVINO and zstd release the GIL)."""
+    def _encode(self, frame: np.ndarray, frame_id: int) -> bytes | LocalResult:
+        """Head, codec, request: runs in a worker thread (OpenVINO and zstd release the GIL).
+        A :class:`LocalResult` instead (a plan's device-only candidate) is the frame's
+        answer, computed on the device: it is written at once and nothing is sent."""
         return self._encode_with(frame, frame_id, self.head)
+
+    def _local_answer(self, frame_id: int, outputs: dict[str, np.ndarray], captured: float) -> None:
+        """A frame answered on the device: counted and written as a server's answer is."""
+        self.summary.ok += 1
+        self._latencies.append(time.perf_counter() - captured)
+        if self.out is not None:
+            self._write_result(frame_id, outputs)
 
     def _encode_with(self, frame, frame_id: int, head: Head) -> bytes:
         """One frame through ``head``: the request names its model and version."""

@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 PLAN_FORMAT = "splitnet-plan/1"
+CANDIDATE_KINDS = ("split", "image", "device")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class PlanCandidate:
         drop_points: the metric drop.
         device_memory_bytes: the head's memory on the device.
         meets_bounds: whether it meets the plan's bounds (the daemon runs only those).
+        kind: ``split``; ``image`` (no head: the frame is sent as PNG/JPEG to the whole
+            model); ``device`` (the whole model on the device, nothing sent).
     """
 
     name: str
@@ -65,12 +68,18 @@ class PlanCandidate:
     drop_points: float
     device_memory_bytes: int = 0
     meets_bounds: bool = True
+    kind: str = "split"
+
+    @property
+    def sends(self) -> bool:
+        """Whether its frames go to the server (all but the device-only baseline)."""
+        return self.kind != "device"
 
     def as_candidate(self) -> Candidate:
         """The cost model's view: the device and server terms as head and tail."""
         return Candidate(
             name=self.name,
-            kind="split",
+            kind=self.kind,
             split=self.split,
             codec=self.codec,
             head_ms=self.device_ms,
@@ -101,6 +110,7 @@ class PlanCandidate:
             "drop_points": self.drop_points,
             "device_memory_bytes": self.device_memory_bytes,
             "meets_bounds": self.meets_bounds,
+            "kind": self.kind,
         }
 
 
@@ -191,6 +201,7 @@ class PlanFile:
                         drop_points=float(c["drop_points"]),
                         device_memory_bytes=int(c.get("device_memory_bytes", 0)),
                         meets_bounds=bool(c.get("meets_bounds", True)),
+                        kind=str(c.get("kind", "split")),
                     )
                     for c in doc["candidates"]
                 ),
@@ -200,6 +211,12 @@ class PlanFile:
             raise PlanError(f"{where}: malformed plan file ({type(e).__name__}: {e})") from None
         if pf.objective not in OBJECTIVES:
             raise PlanError(f"{where}: unknown objective {pf.objective!r}")
+        kinds = {c.kind for c in pf.candidates} - set(CANDIDATE_KINDS)
+        if kinds:
+            raise PlanError(
+                f"{where}: unknown candidate kind {sorted(kinds)[0]!r}; kinds: "
+                f"{', '.join(CANDIDATE_KINDS)}"
+            )
         if not pf.runnable:
             raise PlanError(f"{where}: no candidate meets the plan's bounds")
         names = [c.name for c in pf.candidates]
@@ -210,6 +227,26 @@ class PlanFile:
 
 def _bundle_key(manifest) -> tuple[str, tuple[int, ...]]:
     return manifest.model, tuple(manifest.input.shape)
+
+
+def _candidate_key(manifest) -> tuple[str | None, str | None]:
+    """The ``(split, codec)`` of the plan's candidate a bundle realises: a split bundle's
+    point and codec; ``(None, "png")``/``(None, "jpeg95")`` for an image bundle
+    (``export --whole --image-codec``); ``(None, None)`` for a device-only one."""
+    if manifest.mode == "device-only":
+        return None, None
+    codec = str(manifest.codec.get("name"))
+    if manifest.mode == "image":
+        quality = (manifest.codec.get("options") or {}).get("quality")
+        return None, codec if codec == "png" or quality is None else f"{codec}{quality}"
+    return str(manifest.split.get("name")), codec
+
+
+def _describe(key: tuple[str | None, str | None]) -> str:
+    split, codec = key
+    if split is None:
+        return "device-only" if codec is None else f"image, codec {codec}"
+    return f"split {split}, codec {codec}"
 
 
 def plan_file_from_plan(plan, bundles: Sequence[str | os.PathLike]) -> PlanFile:
@@ -247,28 +284,34 @@ def plan_file_from_plan(plan, bundles: Sequence[str | os.PathLike]) -> PlanFile:
     costs.update({(k.candidate.split, k.candidate.codec): (k, False) for k in plan.excluded})
     out: list[PlanCandidate] = []
     for d, m in manifests:
-        key = (str(m.split.get("name")), str(m.codec.get("name")))
+        key = _candidate_key(m)
         if key not in costs:
             raise PlanError(
-                f"no candidate of the plan matches bundle {d} (split {key[0]}, codec {key[1]}): "
+                f"no candidate of the plan matches bundle {d} ({_describe(key)}): "
                 "give the rate-accuracy and profile files that cover it"
             )
         k, meets = costs[key]
         c = k.candidate
+        sends = c.kind != "device"
         out.append(
             PlanCandidate(
                 name=c.name,
                 bundle=str(d.resolve()),
                 served_name=m.name,
-                split=key[0],
-                codec=key[1],
+                split=str(m.split.get("name")),
+                codec=str(m.codec.get("name")) if key[1] is None else key[1],
                 device_ms=c.device_ms,
                 # the framing around the payload names the bundle's model
-                wire_bytes=c.payload_bytes + request_overhead_bytes(m.name, c.payload_bytes),
-                server_ms=c.server_ms,
+                wire_bytes=(
+                    c.payload_bytes + request_overhead_bytes(m.name, c.payload_bytes)
+                    if sends
+                    else 0.0
+                ),
+                server_ms=c.server_ms if sends else 0.0,
                 drop_points=c.drop_points,
                 device_memory_bytes=c.device_memory_bytes,
                 meets_bounds=meets,
+                kind=c.kind,
             )
         )
     names = [c.name for c in out]
