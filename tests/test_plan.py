@@ -425,6 +425,7 @@ def test_cli_pipeline_options(files, capsys):
         "shared_cores": None,
         "source_ms": 0.0,
         "server_delay_ms": 5.0,
+        "head_threads": None,
     }
     assert all("stream_latency_ms" in r for r in doc["ranked"])
     assert main([*argv, "--window", "0", "--server-delay", "0ms", "--shared-cores", "1"]) == 0

@@ -116,6 +116,17 @@ def int_list(text: str) -> list[int]:
         ) from None
 
 
+def positive_int(text: str) -> int:
+    """``"2"`` -> ``2``; anything but an integer >= 1 is a usage error."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def float_list(text: str) -> list[float]:
     """``"10,12.5"`` -> ``[10.0, 12.5]``."""
     try:

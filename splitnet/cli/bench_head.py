@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from splitnet._errors import ConfigError
+from splitnet.cli import _args
 
 
 def add_parser(sub) -> None:
@@ -21,7 +22,14 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--seconds", type=float, default=5.0, help="timed seconds (default 5)")
     p.add_argument("--warmup", type=float, default=1.0, help="untimed seconds first (default 1)")
-    p.add_argument("--threads", type=int, help="inference threads (CPU)")
+    p.add_argument(
+        "--threads",
+        "--head-threads",
+        dest="threads",
+        type=_args.positive_int,
+        metavar="N",
+        help="inference threads (CPU; INFERENCE_NUM_THREADS, one stream)",
+    )
     p.add_argument("--hint", default="latency", help="latency, throughput or cumulative_throughput")
     p.add_argument(
         "--precision",
@@ -59,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
             "split": m.split["name"],
             "codec": m.codec["name"],
         }
-        print(json.dumps({**result.to_dict(), "device": args.head_device, **bundle}, indent=2))
+        doc = {**result.to_dict(), "device": args.head_device, "head_threads": args.threads}
+        print(json.dumps({**doc, **bundle}, indent=2))
         return 0
     print(result)
     print(

@@ -75,6 +75,14 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--head-device", default="CPU", help="OpenVINO device that runs the head (default CPU)"
     )
+    p.add_argument(
+        "--head-threads",
+        type=_args.positive_int,
+        metavar="N",
+        help="OpenVINO inference threads for the head (INFERENCE_NUM_THREADS, one stream); "
+        "default: OpenVINO's choice. Fewer keep a head from oversubscribing cores it "
+        "shares with the server",
+    )
     p.add_argument("--token-file")
     p.add_argument("--tls-ca", type=_args.pem_file, help="the server's CA (PEM): connect with TLS")
     p.add_argument(
@@ -144,6 +152,12 @@ def run(args: argparse.Namespace) -> int:
             )
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    if args.head_threads is not None and (
+        isinstance(args.head_threads, bool)
+        or not isinstance(args.head_threads, int)
+        or args.head_threads < 1
+    ):  # from a --config file (YAML integers skip the type check)
+        raise ConfigError(f"--head-threads must be a positive integer, got {args.head_threads!r}")
     if args.window < 1:
         raise ConfigError(f"--window must be >= 1, got {args.window}")
     if args.fps is not None and args.fps <= 0:
@@ -166,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         window=args.window,
         device=args.head_device,
+        head_threads=args.head_threads,
         token_file=args.token_file,
         tls_ca=args.tls_ca,
         tls_cert=args.tls_cert,

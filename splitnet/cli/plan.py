@@ -90,6 +90,13 @@ def add_parser(sub) -> None:
         help="device and server on one machine, computing on N cores: their compute adds up",
     )
     p.add_argument(
+        "--head-threads",
+        type=_args.positive_int,
+        metavar="N",
+        help="the OpenVINO threads the profile's heads were timed with (profile --head-threads); "
+        "recorded in the plan file, whose daemon then runs its heads so",
+    )
+    p.add_argument(
         "--top", type=int, default=10, metavar="N", help="rows in the table (default 10)"
     )
     p.add_argument(
@@ -128,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         shared_cores=args.shared_cores,
         source_ms=args.source_ms,
         server_delay_ms=1000 * parse_duration(args.server_delay),
+        head_threads=args.head_threads,
     )
     plan = make_plan(
         args.profile,

@@ -62,6 +62,13 @@ def add_parser(sub) -> None:
         help="seconds timed per point and side with --measure-fps (default 3)",
     )
     p.add_argument(
+        "--head-threads",
+        type=_args.positive_int,
+        metavar="N",
+        help="with --measure-fps: OpenVINO inference threads for each head (as splitnet device "
+        "--head-threads; default: OpenVINO's choice)",
+    )
+    p.add_argument(
         "--image",
         metavar="FILE",
         help="real image for the PNG baseline (default: frame 0 of the synthetic steel dataset)",
@@ -111,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         measure_fps=args.measure_fps,
         measure_tail=args.measure_tail,
         measure_seconds=args.measure_seconds,
+        head_threads=args.head_threads,
         **dict(args.model_arg),
     )
     if args.json and not json_only:

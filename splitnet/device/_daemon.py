@@ -83,6 +83,10 @@ class DaemonConfig:
         window: frames in flight (sent, not yet answered) at most.
         streams: concurrent streams (default: one per server address).
         device: the OpenVINO device that runs the head.
+        head_threads: OpenVINO's inference threads for the head (``INFERENCE_NUM_THREADS``,
+            one stream); ``None``: OpenVINO's choice (every core). On a machine the
+            device shares with the server, fewer threads keep the two from
+            oversubscribing the cores.
         token_file, tls_ca: bearer token and server CA for TLS.
         tls_cert, tls_key: the client certificate (PEM chain) and its key, for a server
             that requires client certificates (mTLS); both or neither.
@@ -112,6 +116,7 @@ class DaemonConfig:
     window: int = 8
     streams: int | None = None
     device: str = "CPU"
+    head_threads: int | None = None
     token_file: str | Path | None = None
     tls_ca: str | Path | None = None
     tls_cert: str | Path | None = None
@@ -159,6 +164,7 @@ class Summary:
     version: str = ""  # a folder of versions: the head's version at the end
     versions: dict[str, int] = field(default_factory=dict)  # answers per version
     reloads: list[dict] = field(default_factory=list)  # moves to another version, and refusals
+    head_threads: int | None = None  # OpenVINO's inference threads (None: its own choice)
 
     def format(self) -> str:
         text = (
@@ -203,6 +209,14 @@ class Head:
     version: str = ""
 
 
+def check_head_threads(threads) -> None:
+    """``head_threads``: ``None`` or an integer >= 1 (:class:`ConfigError` otherwise)."""
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ConfigError(f"head threads must be a positive integer, got {threads!r}")
+
+
 def frame_hash_parameters(frame: np.ndarray, method: str) -> dict[str, str]:
     """The request parameters of a frame's hash for the server's representative search
     (torch-free: numpy, PIL and imagehash)."""
@@ -236,13 +250,22 @@ def current_bundle(path: str | Path) -> tuple[Path, str]:
     return root, ""  # let the bundle reader say what is wrong
 
 
-def _open_head(path: str | Path, *, device: str) -> Head:
+def _open_head(path: str | Path, *, device: str, threads: int | None = None) -> Head:
     from splitnet.device._modes import open_head
 
     folder, version = current_bundle(path)
-    runner = open_head(folder, device=device)  # image bundles: no head
+    runner = open_head(folder, device=device, threads=threads)  # image bundles: no head
     manifest = runner.manifest
     return Head(runner, manifest.make_codec(), manifest, manifest.name, version)
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """A frame's outputs computed on the device (``mask``/``classes``...), as the server
+    would have answered them: what :meth:`DeviceDaemon._encode` returns for a frame that
+    is not sent."""
+
+    outputs: dict
 
 
 @dataclass
@@ -273,10 +296,11 @@ class DeviceDaemon:
             raise ConfigError(f"window must be >= 1, got {config.window}")
         if config.fps is not None and config.fps <= 0:
             raise ConfigError(f"fps must be > 0, got {config.fps}")
+        check_head_threads(config.head_threads)
         self.config = config
         link = config.emulate_link
         self.link: LinkEmulator | None = parse_link(link) if isinstance(link, str) else link
-        self._set_head(_open_head(config.bundle, device=config.device))
+        self._set_head(_open_head(config.bundle, device=config.device, threads=config.head_threads))
         self._reload_lock = asyncio.Lock()
         self._version_of: dict[int, str] = {}  # frame id -> the version its request names
         h, w = self.manifest.input.frame_shape[:2]
@@ -284,7 +308,9 @@ class DeviceDaemon:
             config.source, height=h, width=w, frames=config.frames, fps=config.fps, seed=config.seed
         )
         self.out = Path(config.out) if config.out else None
-        self.summary = Summary(model=self.manifest.name, version=self.head.version)
+        self.summary = Summary(
+            model=self.manifest.name, version=self.head.version, head_threads=config.head_threads
+        )
         # the spool under --out: a run started again with the same --out resumes (_spool.py)
         self.spool: Spool | None = None
         self._first_frame = 0
@@ -371,7 +397,10 @@ class DeviceDaemon:
                         )
                     return None
                 new = await loop.run_in_executor(
-                    None, lambda: _open_head(folder, device=self.config.device)
+                    None,
+                    lambda: _open_head(
+                        folder, device=self.config.device, threads=self.config.head_threads
+                    ),
                 )
                 new = Head(new.runner, new.codec, new.manifest, new.model_name, version)
                 _check_compatible(old, new)
@@ -555,6 +584,16 @@ class DeviceDaemon:
             except Exception:
                 self._slots.release()
                 raise
+            if isinstance(request, LocalResult):  # computed on the device: nothing to send
+                self._slots.release()
+                self._next_frame = frame_id + 1
+                self._local_answer(frame_id, request.outputs, captured)  # the result first
+                if self.spool is not None:
+                    self.spool.save_state(
+                        device_id=self.device_id, next_frame=frame_id + 1, running=True
+                    )
+                frame_id += 1
+                continue
             pending = _Pending(frame_id, request, captured, stream=frame_id % len(self._queues))
             self._next_frame = frame_id + 1
             if self.spool is not None:  # on disk before it is sent
@@ -568,9 +607,18 @@ class DeviceDaemon:
             await self._queues[pending.stream].put(pending)
             frame_id += 1
 
-    def _encode(self, frame: np.ndarray, frame_id: int) -> bytes:
-        """Head, codec, request: runs in a worker thread (OpenVINO and zstd release the GIL)."""
+    def _encode(self, frame: np.ndarray, frame_id: int) -> bytes | LocalResult:
+        """Head, codec, request: runs in a worker thread (OpenVINO and zstd release the GIL).
+        A :class:`LocalResult` instead (a plan's device-only candidate) is the frame's
+        answer, computed on the device: it is written at once and nothing is sent."""
         return self._encode_with(frame, frame_id, self.head)
+
+    def _local_answer(self, frame_id: int, outputs: dict[str, np.ndarray], captured: float) -> None:
+        """A frame answered on the device: counted and written as a server's answer is."""
+        self.summary.ok += 1
+        self._latencies.append(time.perf_counter() - captured)
+        if self.out is not None:
+            self._write_result(frame_id, outputs)
 
     def _encode_with(self, frame, frame_id: int, head: Head) -> bytes:
         """One frame through ``head``: the request names its model and version."""

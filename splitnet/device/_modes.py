@@ -51,13 +51,14 @@ class FrameHead:
         return [self.check_frame(frame)]
 
 
-def open_head(bundle_dir: str | os.PathLike, *, device: str = "CPU"):
-    """What runs on the device for the bundle: a :class:`~splitnet.device.HeadRunner`,
-    or a :class:`FrameHead` for an ``image`` bundle."""
+def open_head(bundle_dir: str | os.PathLike, *, device: str = "CPU", threads: int | None = None):
+    """What runs on the device for the bundle: a :class:`~splitnet.device.HeadRunner`
+    (``threads``: OpenVINO's inference threads, default its own choice), or a
+    :class:`FrameHead` for an ``image`` bundle."""
     manifest = read_manifest(bundle_dir)
     if not manifest.has_head:
         return FrameHead(bundle_dir, manifest)
-    return HeadRunner(bundle_dir, device=device)
+    return HeadRunner(bundle_dir, device=device, threads=threads)
 
 
 def postprocess(
@@ -107,10 +108,13 @@ class LocalDaemon(DeviceDaemon):
     def __init__(self, config) -> None:
         if config.fps is not None and config.fps <= 0:
             raise ConfigError(f"fps must be > 0, got {config.fps}")
-        from splitnet.device._daemon import current_bundle
+        from splitnet.device._daemon import check_head_threads, current_bundle
 
+        check_head_threads(config.head_threads)
         self.config = config
-        self.runner = HeadRunner(current_bundle(config.bundle)[0], device=config.device)
+        self.runner = HeadRunner(
+            current_bundle(config.bundle)[0], device=config.device, threads=config.head_threads
+        )
         self.manifest = self.runner.manifest
         if self.manifest.mode != "device-only":
             raise ConfigError(
@@ -123,7 +127,7 @@ class LocalDaemon(DeviceDaemon):
         self.out = Path(config.out) if config.out else None
         if self.out:
             self.out.mkdir(parents=True, exist_ok=True)
-        self.summary = Summary(model=self.manifest.name)
+        self.summary = Summary(model=self.manifest.name, head_threads=config.head_threads)
         self.spool = None  # nothing is sent: nothing to keep for a resend
         self._pending: dict[int, object] = {}
         self._latencies: list[float] = []

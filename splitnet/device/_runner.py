@@ -51,7 +51,8 @@ class HeadRunner:
         bundle_dir: a folder written by ``splitnet export``. Checksums are verified.
         device: an OpenVINO device (``"CPU"``, ``"GPU"``, ``"NPU"``, ``"AUTO"``,
             ``"MULTI:..."``/``"HETERO:..."``); unknown devices raise :class:`DeviceError`.
-        threads: inference threads (CPU only; default: OpenVINO's choice).
+        threads: inference threads (CPU only; default: OpenVINO's choice); with a count
+            the head runs as one stream (``NUM_STREAMS`` 1), all the threads on it.
         hint: ``"latency"`` (one frame at a time), ``"throughput"`` or
             ``"cumulative_throughput"``.
         precision: compute precision where the device lets one choose it
@@ -103,6 +104,8 @@ class HeadRunner:
             if "INFERENCE_NUM_THREADS" not in supported:
                 raise DeviceError(f"device {self.device} does not take a thread count")
             props["INFERENCE_NUM_THREADS"] = threads
+            if "NUM_STREAMS" in supported:  # all the threads on the one request the daemon runs
+                props["NUM_STREAMS"] = 1
         if precision is not None and "INFERENCE_PRECISION_HINT" in supported:
             props["INFERENCE_PRECISION_HINT"] = precision
         props.update(config or {})

@@ -98,12 +98,16 @@ class Pipeline:
         source_ms: the frame source's time per frame on the device.
         server_delay_ms: the server's batching delay (``serve --max-delay-ms``), which a
             frame arriving alone waits.
+        head_threads: the OpenVINO threads the heads were timed with and the daemon
+            runs them with (``--head-threads``; ``None``: OpenVINO's choice). Not a term
+            of the model: a record of what the device times mean.
     """
 
     window: int | None = None
     shared_cores: float | None = None
     source_ms: float = 0.0
     server_delay_ms: float = 0.0
+    head_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.window is not None and self.window < 1:
@@ -112,6 +116,12 @@ class Pipeline:
             raise PlanError(f"shared cores must be > 0, got {self.shared_cores:g}")
         if self.source_ms < 0 or self.server_delay_ms < 0:
             raise PlanError("the source time and the server's delay must be >= 0 ms")
+        if self.head_threads is not None and (
+            isinstance(self.head_threads, bool)
+            or not isinstance(self.head_threads, int)
+            or self.head_threads < 1
+        ):
+            raise PlanError(f"head threads must be a positive integer, got {self.head_threads!r}")
 
     def to_dict(self) -> dict:
         return {
@@ -119,7 +129,21 @@ class Pipeline:
             "shared_cores": self.shared_cores,
             "source_ms": self.source_ms,
             "server_delay_ms": self.server_delay_ms,
+            "head_threads": self.head_threads,
         }
+
+    @classmethod
+    def from_dict(cls, doc: dict | None) -> Pipeline:
+        """The inverse of :meth:`to_dict`; missing keys (an older file) take the defaults."""
+        doc = doc or {}
+        window, cores, threads = (doc.get(k) for k in ("window", "shared_cores", "head_threads"))
+        return cls(
+            window=None if window is None else int(window),
+            shared_cores=None if cores is None else float(cores),
+            source_ms=float(doc.get("source_ms", 0.0)),
+            server_delay_ms=float(doc.get("server_delay_ms", 0.0)),
+            head_threads=None if threads is None else int(threads),
+        )
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from splitnet.plan._cost import OBJECTIVES, Bounds, Candidate, Cost, Link, evaluate
+from splitnet.plan._cost import OBJECTIVES, Bounds, Candidate, Cost, Link, Pipeline, evaluate
 from splitnet.plan._errors import PlanError
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 PLAN_FORMAT = "splitnet-plan/1"
+CANDIDATE_KINDS = ("split", "image", "device")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class PlanCandidate:
         drop_points: the metric drop.
         device_memory_bytes: the head's memory on the device.
         meets_bounds: whether it meets the plan's bounds (the daemon runs only those).
+        kind: ``split``; ``image`` (no head: the frame is sent as PNG/JPEG to the whole
+            model); ``device`` (the whole model on the device, nothing sent).
     """
 
     name: str
@@ -65,12 +68,18 @@ class PlanCandidate:
     drop_points: float
     device_memory_bytes: int = 0
     meets_bounds: bool = True
+    kind: str = "split"
+
+    @property
+    def sends(self) -> bool:
+        """Whether its frames go to the server (all but the device-only baseline)."""
+        return self.kind != "device"
 
     def as_candidate(self) -> Candidate:
         """The cost model's view: the device and server terms as head and tail."""
         return Candidate(
             name=self.name,
-            kind="split",
+            kind=self.kind,
             split=self.split,
             codec=self.codec,
             head_ms=self.device_ms,
@@ -83,8 +92,10 @@ class PlanCandidate:
             device_memory_bytes=self.device_memory_bytes,
         )
 
-    def cost(self, bandwidth_bps: float, rtt_s: float = 0.0) -> Cost:
-        return evaluate(self.as_candidate(), Link(bandwidth_bps, rtt_s))
+    def cost(
+        self, bandwidth_bps: float, rtt_s: float = 0.0, *, pipeline: Pipeline | None = None
+    ) -> Cost:
+        return evaluate(self.as_candidate(), Link(bandwidth_bps, rtt_s), pipeline=pipeline)
 
     def to_dict(self) -> dict:
         return {
@@ -99,6 +110,7 @@ class PlanCandidate:
             "drop_points": self.drop_points,
             "device_memory_bytes": self.device_memory_bytes,
             "meets_bounds": self.meets_bounds,
+            "kind": self.kind,
         }
 
 
@@ -112,6 +124,9 @@ class PlanFile:
         bounds: the plan's bounds (the candidates say whether they meet them).
         link: the link the plan was made for (the daemon's first guess).
         candidates: one per bundle, in the order the bundles were given.
+        pipeline: how the plan was costed (window, shared cores, source and batching
+            times, head threads); the daemon costs its candidates again with it. A
+            file written before it was recorded reads as the default pipeline.
     """
 
     model: str
@@ -120,6 +135,7 @@ class PlanFile:
     bounds: Bounds
     link: Link
     candidates: tuple[PlanCandidate, ...]
+    pipeline: Pipeline = Pipeline()
 
     @property
     def runnable(self) -> list[PlanCandidate]:
@@ -128,8 +144,9 @@ class PlanFile:
 
     def score(self, c: PlanCandidate, bandwidth_bps: float, rtt_s: float = 0.0) -> float:
         """The objective of ``c`` on a link as a number where more is better:
-        FPS, or ``1000 / latency_ms`` (frames per second of one frame at a time)."""
-        k = c.cost(bandwidth_bps, rtt_s)
+        FPS, or ``1000 / latency_ms`` (frames per second of one frame at a time), as
+        :attr:`pipeline` runs them."""
+        k = c.cost(bandwidth_bps, rtt_s, pipeline=self.pipeline)
         if self.objective == "fps":
             return k.fps
         return 1000.0 / k.latency_ms if k.latency_ms > 0 else math.inf
@@ -149,6 +166,7 @@ class PlanFile:
                 "max_device_memory_bytes": self.bounds.max_device_memory_bytes,
             },
             "link": {"bandwidth_bps": self.link.bandwidth_bps, "rtt_ms": 1000 * self.link.rtt_s},
+            "pipeline": self.pipeline.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates],
         }
 
@@ -183,14 +201,22 @@ class PlanFile:
                         drop_points=float(c["drop_points"]),
                         device_memory_bytes=int(c.get("device_memory_bytes", 0)),
                         meets_bounds=bool(c.get("meets_bounds", True)),
+                        kind=str(c.get("kind", "split")),
                     )
                     for c in doc["candidates"]
                 ),
+                pipeline=Pipeline.from_dict(doc.get("pipeline")),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, PlanError) as e:
             raise PlanError(f"{where}: malformed plan file ({type(e).__name__}: {e})") from None
         if pf.objective not in OBJECTIVES:
             raise PlanError(f"{where}: unknown objective {pf.objective!r}")
+        kinds = {c.kind for c in pf.candidates} - set(CANDIDATE_KINDS)
+        if kinds:
+            raise PlanError(
+                f"{where}: unknown candidate kind {sorted(kinds)[0]!r}; kinds: "
+                f"{', '.join(CANDIDATE_KINDS)}"
+            )
         if not pf.runnable:
             raise PlanError(f"{where}: no candidate meets the plan's bounds")
         names = [c.name for c in pf.candidates]
@@ -201,6 +227,26 @@ class PlanFile:
 
 def _bundle_key(manifest) -> tuple[str, tuple[int, ...]]:
     return manifest.model, tuple(manifest.input.shape)
+
+
+def _candidate_key(manifest) -> tuple[str | None, str | None]:
+    """The ``(split, codec)`` of the plan's candidate a bundle realises: a split bundle's
+    point and codec; ``(None, "png")``/``(None, "jpeg95")`` for an image bundle
+    (``export --whole --image-codec``); ``(None, None)`` for a device-only one."""
+    if manifest.mode == "device-only":
+        return None, None
+    codec = str(manifest.codec.get("name"))
+    if manifest.mode == "image":
+        quality = (manifest.codec.get("options") or {}).get("quality")
+        return None, codec if codec == "png" or quality is None else f"{codec}{quality}"
+    return str(manifest.split.get("name")), codec
+
+
+def _describe(key: tuple[str | None, str | None]) -> str:
+    split, codec = key
+    if split is None:
+        return "device-only" if codec is None else f"image, codec {codec}"
+    return f"split {split}, codec {codec}"
 
 
 def plan_file_from_plan(plan, bundles: Sequence[str | os.PathLike]) -> PlanFile:
@@ -238,28 +284,34 @@ def plan_file_from_plan(plan, bundles: Sequence[str | os.PathLike]) -> PlanFile:
     costs.update({(k.candidate.split, k.candidate.codec): (k, False) for k in plan.excluded})
     out: list[PlanCandidate] = []
     for d, m in manifests:
-        key = (str(m.split.get("name")), str(m.codec.get("name")))
+        key = _candidate_key(m)
         if key not in costs:
             raise PlanError(
-                f"no candidate of the plan matches bundle {d} (split {key[0]}, codec {key[1]}): "
+                f"no candidate of the plan matches bundle {d} ({_describe(key)}): "
                 "give the rate-accuracy and profile files that cover it"
             )
         k, meets = costs[key]
         c = k.candidate
+        sends = c.kind != "device"
         out.append(
             PlanCandidate(
                 name=c.name,
                 bundle=str(d.resolve()),
                 served_name=m.name,
-                split=key[0],
-                codec=key[1],
+                split=str(m.split.get("name")),
+                codec=str(m.codec.get("name")) if key[1] is None else key[1],
                 device_ms=c.device_ms,
                 # the framing around the payload names the bundle's model
-                wire_bytes=c.payload_bytes + request_overhead_bytes(m.name, c.payload_bytes),
-                server_ms=c.server_ms,
+                wire_bytes=(
+                    c.payload_bytes + request_overhead_bytes(m.name, c.payload_bytes)
+                    if sends
+                    else 0.0
+                ),
+                server_ms=c.server_ms if sends else 0.0,
                 drop_points=c.drop_points,
                 device_memory_bytes=c.device_memory_bytes,
                 meets_bounds=meets,
+                kind=c.kind,
             )
         )
     names = [c.name for c in out]
@@ -275,6 +327,7 @@ def plan_file_from_plan(plan, bundles: Sequence[str | os.PathLike]) -> PlanFile:
         bounds=plan.bounds,
         link=plan.link,
         candidates=tuple(out),
+        pipeline=plan.pipeline,
     )
 
 

@@ -144,6 +144,8 @@ def _pipeline_text(p: Pipeline) -> str:
         parts.append(f"source {p.source_ms:g} ms")
     if p.server_delay_ms:
         parts.append(f"batching delay {p.server_delay_ms:g} ms")
+    if p.head_threads:
+        parts.append(f"heads on {p.head_threads} OpenVINO thread(s)")
     return ", " + ", ".join(parts) if parts else ""
 
 

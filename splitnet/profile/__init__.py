@@ -261,6 +261,7 @@ def profile_model(
     measure_fps: bool = False,
     measure_tail: str | None = None,
     measure_seconds: float = 3.0,
+    head_threads: int | None = None,
     **model_kwargs,
 ) -> ProfileReport:
     """Builds a registered model, traces it at ``input_shape`` and profiles its points.
@@ -274,7 +275,8 @@ def profile_model(
         measure_fps: also export each point and time its head with OpenVINO
             (``device_fps``, as ``splitnet bench-head``) and its tail in torch
             on the CPU (``tail_latency_ms``), ``measure_seconds`` each; the whole
-            model is exported and timed as one head too (``whole_model``).
+            model is exported and timed as one head too (``whole_model``);
+            ``head_threads``: OpenVINO's inference threads for them (default: its choice).
         measure_tail: ``"cpu"`` or ``"cuda"``: time each point's tail and the whole
             model in torch on that device, without OpenVINO (on the server machine,
             this is the server profile of ``splitnet plan``); with ``measure_fps``
@@ -309,6 +311,7 @@ def profile_model(
             input_shape=input_shape,
             seconds=measure_seconds,
             progress=progress,
+            threads=head_threads,
         )
     if measure_tail is not None:
         records = _measure.measure_tails(

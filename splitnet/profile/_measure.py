@@ -58,8 +58,10 @@ def measure_records(
     seconds: float = 3.0,
     device: str = "CPU",
     progress: bool = False,
+    threads: int | None = None,
 ) -> list[ProfileRecord]:
-    """``records`` with ``device_fps``, ``tail_latency_ms`` and ``exported_head_bytes`` filled in."""
+    """``records`` with ``device_fps``, ``tail_latency_ms`` and ``exported_head_bytes`` filled in
+    (``threads``: OpenVINO's inference threads for the heads)."""
     from tqdm import tqdm
 
     from splitnet.device import benchmark_head
@@ -81,7 +83,11 @@ def measure_records(
                 parity_frames=1,
             )
             head = benchmark_head(
-                bundle, seconds=seconds, warmup=min(1.0, seconds / 3), device=device
+                bundle,
+                seconds=seconds,
+                warmup=min(1.0, seconds / 3),
+                device=device,
+                threads=threads,
             )
             tail = load_tail(bundle, verify=False)
             inputs = [torch.randn(t.shape) for t in r.tensors]
