@@ -305,6 +305,7 @@ def main() -> int:
         shared_cores=len(PIN) if PIN else pc.get("shared_cores"),
         source_ms=src,
         server_delay_ms=pc["server_delay_ms"],
+        head_threads=pc.get("head_threads"),
     )
     phase1 = Pipeline()  # the model before: 1 / slowest stage; one frame's latency
     print(f"source {src:.2f} ms/frame; {pipeline}", flush=True)
