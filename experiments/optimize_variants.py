@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("config", type=Path)
     ap.add_argument("--out", type=Path, help="default: experiments/results/<name>")
     ap.add_argument("--only", help="run only the study of this name")
+    ap.add_argument(
+        "--table-only", action="store_true", help="rebuild table.md from the studies' results"
+    )
     ap.add_argument("--work", type=Path, help="keep trained checkpoints here (a rerun reuses them)")
     args = ap.parse_args(argv)
     cfg = yaml.safe_load(args.config.read_text())
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     summaries = {}
     for study in cfg["studies"]:
-        if args.only and study["name"] != args.only:
+        if args.table_only or (args.only and study["name"] != args.only):
             continue
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
@@ -236,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         (d / "results.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
         print(f"{study['name']}:\n{report.table()}\n")
+    # the studies this run skipped (--only) keep the summaries of their last run
+    for study in cfg["studies"]:
+        done = out / study["name"] / "results.json"
+        if study["name"] not in summaries and done.is_file():
+            summaries[study["name"]] = json.loads(done.read_text())["summary"]
+    summaries = {s["name"]: summaries[s["name"]] for s in cfg["studies"] if s["name"] in summaries}
     header = ["study", "variant", "head MiB", "head params", "accuracy", "drop (points)"]
     header += ["FPS vs fp32, 1 thread", "2 threads"]
     rows = []
@@ -256,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if lines:
         table += "\n\n" + "\n".join(lines)
-    if summaries and not args.only:
+    if len(summaries) == len(cfg["studies"]):
         (out / "table.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     return 0
