@@ -77,3 +77,12 @@ def rpc_status(coro_factory):
         return grpc.StatusCode.OK
 
     return run
+
+
+async def until_candidate(daemon, run, name: str, timeout_s: float = 90.0) -> str:
+    """Waits (a hang guard, not a speed check) for an adaptive daemon to run ``name``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while daemon.current != name and not run.done() and loop.time() < end:
+        await asyncio.sleep(0.05)
+    return daemon.current

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from _plan_docs import profile_doc, profile_point, rate_doc, rate_row, write
-from _serve_helpers import server_config
+from _serve_helpers import server_config, until_candidate
 
 from splitnet.cli import main
 from splitnet.device import LinkEstimate, LinkEstimator, SwitchPolicy
@@ -305,14 +305,6 @@ def test_daemon_moves_to_the_small_candidate_at_5_mbits_and_back(adapt_repo, tmp
     models = load_repository(adapt_repo / "repo", device="cpu")
     out = tmp_path / "out"
 
-    async def until(daemon, run, name, timeout_s=90.0):
-        """Waits (a hang guard, not a speed check) for the daemon to run ``name``."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout_s
-        while daemon.current != name and not run.done() and loop.time() < end:
-            await asyncio.sleep(0.05)
-        return daemon.current
-
     async def body():
         server = InferenceServer(server_config(adapt_repo / "repo"), models=models)
         await server.start()
@@ -334,12 +326,12 @@ def test_daemon_moves_to_the_small_candidate_at_5_mbits_and_back(adapt_repo, tmp
                 await asyncio.sleep(0.05)
             at_50 = daemon.current
             link.set(bandwidth_bps=5e6)
-            at_5 = await until(daemon, run, Q4)
+            at_5 = await until_candidate(daemon, run, Q4)
             ok = daemon.summary.ok
             while daemon.summary.ok < ok + 20 and not run.done():
                 await asyncio.sleep(0.05)
             link.set(bandwidth_bps=50e6)
-            back = await until(daemon, run, F16)
+            back = await until_candidate(daemon, run, F16)
             ok = daemon.summary.ok
             while daemon.summary.ok < ok + 20 and not run.done():
                 await asyncio.sleep(0.05)

@@ -9,7 +9,7 @@ import asyncio
 import json
 
 import pytest
-from _serve_helpers import server_config
+from _serve_helpers import server_config, until_candidate
 
 from splitnet.plan import Bounds, Link, PlanCandidate, PlanFile, write_plan_file
 
@@ -132,14 +132,6 @@ def test_daemon_moves_from_the_image_to_device_only_and_back(bundles, tmp_path):
     models = load_repository(bundles / "repo", device="cpu")
     out = tmp_path / "out"
 
-    async def until(daemon, run, name, timeout_s=60.0):
-        """Waits (a hang guard, not a speed check) for the daemon to run ``name``."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout_s
-        while daemon.current != name and not run.done() and loop.time() < end:
-            await asyncio.sleep(0.05)
-        return daemon.current
-
     async def frames_later(daemon, run, n):
         done = daemon.summary.ok + n
         while daemon.summary.ok < done and not run.done():
@@ -164,10 +156,10 @@ def test_daemon_moves_from_the_image_to_device_only_and_back(bundles, tmp_path):
             first = daemon.current
             await frames_later(daemon, run, 30)
             link.set(bandwidth_bps=5e6)
-            at_5 = await until(daemon, run, LOCAL)
+            at_5 = await until_candidate(daemon, run, LOCAL)
             await frames_later(daemon, run, 30)
             link.set(bandwidth_bps=50e6)
-            back = await until(daemon, run, IMAGE)
+            back = await until_candidate(daemon, run, IMAGE)
             await frames_later(daemon, run, 20)
             daemon.request_stop()
             summary = await asyncio.wait_for(run, 60)

@@ -119,6 +119,11 @@ def test_relative_rms_error_is_noise_over_signal():
             ["--variants", "int8", "--data", "parts:n=8,size=32", "--frames", "0"],
             "--frames must be >= 1",
         ),
+        # the smaller networks (tests/test_shrink.py)
+        (["--variants", "prune:0.5"], "retrain on --data SPEC"),
+        (["--variants", "prune:-1", "--data", "parts:n=8,size=32"], "ratio must be in"),
+        (["--variants", "distill:0.5", "--data", "parts:n=8,size=32"], "resnet18 has no width"),
+        (["--variants", "prune:0.5", "--finetune-steps", "-1"], "fine-tune steps must be >= 0"),
     ],
 )
 def test_bad_optimize_input_is_one_line_exit_2(tmp_path, capsys, extra, message):

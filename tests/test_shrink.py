@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_optimize import _Net
 from torch import nn
 
 from splitnet._errors import ConfigError
@@ -105,17 +106,6 @@ def test_low_rank_replaces_head_layers_only_and_keeps_the_cut(unet):
     assert record["parameters_after"] < record["parameters_before"]
 
 
-class _Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-        self.block = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 6))
-
-    def forward(self, x):
-        return self.head(self.block(self.stem(x)))
-
-
 def test_fine_tuning_trains_the_pruned_model():
     from splitnet.data import open_dataset
     from splitnet.models import ModelInfo
@@ -202,25 +192,3 @@ def test_parse_reads_ratios_and_energies():
     assert parse_shrink("prune:0.25")[1] == ("ratio", 0.25)
     assert parse_shrink("lowrank:energy=0.9")[1] == ("energy", 0.9)
     assert parse_shrink("distill:0.5")[1] == 0.5
-
-
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--variants", "prune:0.5"], "retrain on --data SPEC"),
-        (["--variants", "prune:-1", "--data", "parts:n=8,size=32"], "ratio must be in"),
-        (["--variants", "distill:0.5", "--data", "parts:n=8,size=32"], "resnet18 has no width"),
-        (["--variants", "prune:0.5", "--finetune-steps", "-1"], "fine-tune steps must be >= 0"),
-    ],
-)
-def test_bad_shrink_input_is_one_line_exit_2(tmp_path, capsys, extra, message):
-    import re
-
-    from splitnet.cli.main import main
-
-    args = ["optimize", "resnet18", "--input", "3x32x32", "--split", "layer2.0.add"]
-    assert main([*args, "--out", str(tmp_path / "o"), *extra]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("splitnet optimize: error:"), err
-    assert re.search(message, err), err
-    assert not (tmp_path / "o").exists()
