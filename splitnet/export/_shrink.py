@@ -153,9 +153,17 @@ def head_modules(model: nn.Module, input_shape, split) -> tuple[set[str], set[st
     """``(head, outputs)``: the module paths that run before the cut (every module, for
     ``split=None``) and those of the layers whose output channels reach the model's
     output unchanged (pruning them would change the output)."""
+    return _head_modules(model, _trace(model, input_shape), split)
+
+
+def _trace(model: nn.Module, input_shape):
     from splitnet.split import trace
 
-    g = trace(model, torch.zeros(1, *input_shape), name="shrink")
+    return trace(model, torch.zeros(1, *input_shape), name="shrink")
+
+
+def _head_modules(model: nn.Module, g, split) -> tuple[set[str], set[str]]:
+    """:func:`head_modules` on the traced graph ``g`` of ``model``."""
     ops = g._ops
     last = len(ops) - 1 if split is None else g.point(split).index
     head, tail = set(), set()
@@ -291,12 +299,9 @@ def factorize_low_rank(
     """
     key, value = spec
     model = copy.deepcopy(model).eval()
-    head, _ = head_modules(model, input_shape, split)
-    from splitnet.split import trace
-
-    cut = None
-    if split is not None:
-        cut = trace(model, torch.zeros(1, *input_shape), name="shrink").point(split).module
+    g = _trace(model, input_shape)
+    head, _ = _head_modules(model, g, split)
+    cut = None if split is None else g.point(split).module
     n0 = _params(model)
     replaced, ranks = 0, []
     for path, layer in list(model.named_modules()):
